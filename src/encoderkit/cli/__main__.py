@@ -1,0 +1,5 @@
+import sys
+
+from encoderkit.cli import main
+
+sys.exit(main())

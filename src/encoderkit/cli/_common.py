@@ -1,0 +1,27 @@
+"""Small helpers shared by the CLI command modules."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def add_json_flag(parser) -> None:
+    """Every command that prints results takes --json."""
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def emit_json(obj: Any) -> None:
+    """Write one JSON document to stdout."""
+    json.dump(obj, sys.stdout, indent=2, default=_default)
+    sys.stdout.write("\n")
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
