@@ -1,1 +1,1 @@
-"""encoderkit.models"""
+"""Model families: one file per family, pure torch."""

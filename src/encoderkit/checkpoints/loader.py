@@ -1,0 +1,81 @@
+"""Load a Hugging Face / sentence-transformers folder into our modules, and write one back."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from encoderkit.checkpoints.registry import Family, family_for
+from encoderkit.checkpoints.sentence_transformers import PipelineSpec, read_pipeline
+from encoderkit.checkpoints.tokenizer import TOKENIZER_FILES, load_tokenizer, pad_token_id
+from encoderkit.checkpoints.weights import (CheckpointError, detect_prefix, export_mapped, find_weights, load_mapped,
+                                            read_state_dict, save_safetensors)
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module  # the backbone, weights loaded, eval mode
+    config: Any  # our config dataclass
+    hf_config: dict  # the config.json as read (written back on save)
+    family: Family
+    pipeline: PipelineSpec
+    tokenizer: Any  # tokenizers.Tokenizer or None
+    pad_id: int
+    folder: Path
+
+
+def read_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"no config.json in {folder}: not a Hugging Face model folder")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"cannot parse {path}: {exc}") from exc
+
+
+def load_folder(folder: Path, max_length: int | None = None) -> LoadedCheckpoint:
+    """Read config, weights (through the family's key map) and tokenizer of a local model folder."""
+    pipeline = read_pipeline(Path(folder))
+    tdir = pipeline.transformer_dir
+    hf_config = read_config(tdir)
+    family = family_for(hf_config.get("model_type"), where=str(tdir / "config.json"))
+    cfg = family.parse_config(hf_config)
+    model = family.build(cfg)
+    wfile = find_weights(tdir)
+    if wfile is None:
+        raise CheckpointError(f"no weights in {tdir}: expected one of model.safetensors or pytorch_model.bin")
+    state = read_state_dict(wfile)
+    prefix = detect_prefix(state, family.anchor, wfile)
+    rel = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    load_mapped(model, rel, family.key_map(cfg), wfile, family.ignore_prefixes)
+    model.eval()
+    limit = max_length or pipeline.max_seq_length or getattr(cfg, "max_position_embeddings", 512)
+    if getattr(cfg, "roberta_positions", False):  # positions start at pad + 1
+        limit = min(limit, cfg.max_position_embeddings - cfg.pad_token_id - 1)
+    limit = min(limit, getattr(cfg, "max_position_embeddings", limit))
+    pipeline.max_seq_length = limit
+    tok = load_tokenizer(tdir, limit)
+    pad = pad_token_id(tdir, tok, getattr(cfg, "pad_token_id", 0)) if tok is not None else getattr(cfg, "pad_token_id", 0)
+    return LoadedCheckpoint(model, cfg, hf_config, family, pipeline, tok, pad, Path(folder))
+
+
+def save_transformer(folder: Path, model: nn.Module, family: Family, config: Any, hf_config: dict | None,
+                     tokenizer: Any, source: Path | None) -> None:
+    """Write config.json, model.safetensors (checkpoint names) and tokenizer files into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hf = dict(hf_config) if hf_config else family.to_hf_config(config)
+    (folder / "config.json").write_text(json.dumps(hf, indent=2))
+    save_safetensors(export_mapped(model, family.key_map(config)), folder / "model.safetensors")
+    copied = False
+    if source is not None and source.resolve() != folder.resolve():
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, folder / name)
+                copied = True
+    if not copied and tokenizer is not None and not (folder / "tokenizer.json").is_file():
+        tokenizer.save(str(folder / "tokenizer.json"))

@@ -1,0 +1,56 @@
+"""The family registry: a checkpoint's `model_type` -> how to parse its config, build our model, and map
+its tensor names to ours. One `create_model` door for every family."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from encoderkit.checkpoints.weights import CheckpointError, KeyMap
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # family label shown by `encoderkit info`
+    parse_config: Callable[[dict], Any]  # Hugging Face config.json dict -> our config dataclass
+    build: Callable[[Any], nn.Module]  # our config -> backbone module
+    key_map: Callable[[Any], KeyMap]  # our config -> {our name: checkpoint name (relative to the prefix)}
+    anchor: str  # a checkpoint tensor every file of the family has, to find the prefix
+    to_hf_config: Callable[[Any], dict]  # our config -> config.json dict (for writing back)
+    modality: str = "text"  # what encode() takes: text | image | audio
+    ignore_prefixes: tuple[str, ...] = ()  # checkpoint tensors that are heads, not backbone (not an error)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(model_types: tuple[str, ...] | str, family: Family) -> None:
+    """Make a family loadable under one or more Hugging Face model_type names."""
+    for t in (model_types,) if isinstance(model_types, str) else model_types:
+        FAMILIES[t] = family
+
+
+def _ensure_registered() -> None:
+    # Each family module registers itself on import.
+    from encoderkit.checkpoints import bert_family  # noqa: F401
+
+
+def family_for(model_type: str | None, where: str = "config.json") -> Family:
+    """The family of a model_type, or an error listing the supported ones."""
+    _ensure_registered()
+    if model_type not in FAMILIES:
+        raise CheckpointError(
+            f"{where}: unsupported model_type {model_type!r}; supported families: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[model_type]
+
+
+def supported_model_types() -> list[str]:
+    _ensure_registered()
+    return sorted(FAMILIES)
+
+
+def create_model(model_type: str, **config: Any) -> nn.Module:
+    """Build a randomly initialised backbone of a family from Hugging Face style config fields."""
+    fam = family_for(model_type, where="create_model")
+    return fam.build(fam.parse_config({"model_type": model_type, **config}))

