@@ -39,7 +39,7 @@ class Encoder:
                  dense: Sequence[Any] = (), max_length: int = 512, pad_id: int = 0, prompts: dict | None = None,
                  default_prompt_name: str | None = None, do_lower_case: bool = False, name: str = "",
                  family: Any = None, config: Any = None, hf_config: dict | None = None, source: Path | None = None,
-                 similarity_fn: str | None = None):
+                 similarity_fn: str | None = None, extra_tensors: dict | None = None):
         if pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
         self.model = model.eval()
@@ -63,6 +63,7 @@ class Encoder:
         self.name = name
         self.family, self.config, self.hf_config, self.source = family, config, hf_config, source
         self.similarity_fn = similarity_fn
+        self.extra_tensors = dict(extra_tensors or {})  # checkpoint tensors we do not use (e.g. BERT's pooler), kept for save
         _configure_threads()
 
     # ------------------------------------------------------------------ properties
@@ -216,11 +217,13 @@ class Encoder:
         if self.family is None or self.config is None:
             raise ValueError("this Encoder was not built from a registered family; cannot write a checkpoint")
         path = Path(path)
-        save_transformer(path, self.model, self.family, self.config, self.hf_config, self.tokenizer, self.source)
+        save_transformer(path, self.model, self.family, self.config, self.hf_config, self.tokenizer, self.source,
+                         extra_tensors=self.extra_tensors)
         dense = [DenseSpec(seq[0].weight.detach().clone(), None if seq[0].bias is None else seq[0].bias.detach().clone(),
                            next(k for k, v in _DENSE_ACTS.items() if isinstance(seq[1], v))) for seq in self.dense]
         write_pipeline(path, PipelineSpec(path, self.pooling, dense, self.normalize, self.max_length, self.do_lower_case,
-                                          self.prompts, self.default_prompt_name, self.similarity_fn))
+                                          self.prompts, self.default_prompt_name, self.similarity_fn),
+                       hidden_size=self.hidden_size)
         return path
 
 
@@ -242,6 +245,6 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
                   max_length=p.max_seq_length or 512, pad_id=ck.pad_id, prompts=p.prompts,
                   default_prompt_name=p.default_prompt_name, do_lower_case=p.do_lower_case, name=name,
                   family=ck.family, config=ck.config, hf_config=ck.hf_config, source=p.transformer_dir,
-                  similarity_fn=p.similarity_fn)
+                  similarity_fn=p.similarity_fn, extra_tensors=ck.extra_tensors)
     log.info("loaded %s from %s in %.2fs", name, folder, time.perf_counter() - t0)
     return enc

@@ -26,6 +26,7 @@ class LoadedCheckpoint:
     tokenizer: Any  # tokenizers.Tokenizer or None
     pad_id: int
     folder: Path
+    extra_tensors: dict  # backbone-file tensors the model does not use (e.g. BERT's pooler), written back on save
 
 
 def read_config(folder: Path) -> dict:
@@ -52,7 +53,11 @@ def load_folder(folder: Path, max_length: int | None = None) -> LoadedCheckpoint
     state = read_state_dict(wfile)
     prefix = detect_prefix(state, family.anchor, wfile)
     rel = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    load_mapped(model, rel, family.key_map(cfg), wfile, family.ignore_prefixes)
+    key_map = family.key_map(cfg)
+    load_mapped(model, rel, key_map, wfile, family.ignore_prefixes)
+    used = {n for src in key_map.values() for n in ((src,) if isinstance(src, str) else src)}
+    # keep what sits beside the encoder in an AutoModel-style file (prefix ""), e.g. the pooler
+    extra = {k: v for k, v in rel.items() if not prefix and k not in used and not k.endswith("position_ids")}
     model.eval()
     limit = max_length or pipeline.max_seq_length or getattr(cfg, "max_position_embeddings", 512)
     if getattr(cfg, "roberta_positions", False):  # positions start at pad + 1
@@ -61,16 +66,16 @@ def load_folder(folder: Path, max_length: int | None = None) -> LoadedCheckpoint
     pipeline.max_seq_length = limit
     tok = load_tokenizer(tdir, limit)
     pad = pad_token_id(tdir, tok, getattr(cfg, "pad_token_id", 0)) if tok is not None else getattr(cfg, "pad_token_id", 0)
-    return LoadedCheckpoint(model, cfg, hf_config, family, pipeline, tok, pad, Path(folder))
+    return LoadedCheckpoint(model, cfg, hf_config, family, pipeline, tok, pad, Path(folder), extra)
 
 
 def save_transformer(folder: Path, model: nn.Module, family: Family, config: Any, hf_config: dict | None,
-                     tokenizer: Any, source: Path | None) -> None:
+                     tokenizer: Any, source: Path | None, extra_tensors: dict | None = None) -> None:
     """Write config.json, model.safetensors (checkpoint names) and tokenizer files into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     hf = dict(hf_config) if hf_config else family.to_hf_config(config)
     (folder / "config.json").write_text(json.dumps(hf, indent=2))
-    save_safetensors(export_mapped(model, family.key_map(config)), folder / "model.safetensors")
+    save_safetensors({**(extra_tensors or {}), **export_mapped(model, family.key_map(config))}, folder / "model.safetensors")
     copied = False
     if source is not None and source.resolve() != folder.resolve():
         for name in TOKENIZER_FILES:

@@ -90,7 +90,7 @@ def read_pipeline(folder: Path) -> PipelineSpec:
     return spec
 
 
-def write_pipeline(folder: Path, spec: PipelineSpec) -> None:
+def write_pipeline(folder: Path, spec: PipelineSpec, hidden_size: int) -> None:
     """Write modules.json and each module's config so `SentenceTransformer(folder)` rebuilds the pipeline.
     The transformer itself (config.json, weights, tokenizer) sits at the folder's root."""
     folder = Path(folder)
@@ -99,7 +99,7 @@ def write_pipeline(folder: Path, spec: PipelineSpec) -> None:
         {"max_seq_length": spec.max_seq_length, "do_lower_case": spec.do_lower_case}, indent=2))
     pool_dir = folder / "1_Pooling"
     pool_dir.mkdir(exist_ok=True)
-    dim = spec.dense[0].weight.shape[1] if spec.dense else None
+    dim = hidden_size  # what the Pooling module receives: the transformer's width
     pool_cfg = {k: spec.pooling == m for k, m in _POOL_KEYS.items()}
     pool_cfg["include_prompt"] = True
     (pool_dir / "config.json").write_text(json.dumps({"word_embedding_dimension": dim, **pool_cfg}, indent=2))

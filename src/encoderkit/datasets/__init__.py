@@ -1,0 +1,1 @@
+"""Datasets: readers for real data (MNIST, the Python standard library docstrings, ...)."""
