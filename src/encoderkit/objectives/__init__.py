@@ -1,1 +1,43 @@
-"""encoderkit.objectives"""
+"""Training objectives as pure-torch losses and input corruptions: MLM, ELECTRA RTD, T5 span
+corruption, NSP, contrastive (InfoNCE, triplet, CLIP, SigLIP, NT-Xent) and DINO self-distillation."""
+from encoderkit.objectives.contrastive import (
+    CLIPLoss,
+    MultipleNegativesRankingLoss,
+    NTXentLoss,
+    SigLIPLoss,
+    info_nce,
+    nt_xent,
+    triplet_loss,
+)
+from encoderkit.objectives.distill import (
+    DINO,
+    DINOHead,
+    DINOLoss,
+    cosine_schedule,
+    ema_update,
+    teacher_temperature_schedule,
+)
+from encoderkit.objectives.mlm import (
+    IGNORE_INDEX,
+    MaskedLanguageModel,
+    MaskingConfig,
+    MLMHead,
+    mask_tokens,
+    masked_accuracy,
+    mlm_loss,
+    special_tokens_mask,
+    word_ids_from_continuation,
+)
+from encoderkit.objectives.nsp import NSPHead, SentencePair, make_nsp_pairs, nsp_loss
+from encoderkit.objectives.rtd import DiscriminatorHead, Electra, ElectraOutput, replace_with_samples, rtd_loss, share_embeddings
+from encoderkit.objectives.span import SpanCorruptionConfig, random_spans_noise_mask, span_corrupt, span_corrupt_batch
+
+__all__ = [
+    "CLIPLoss", "MultipleNegativesRankingLoss", "NTXentLoss", "SigLIPLoss", "info_nce", "nt_xent", "triplet_loss",
+    "DINO", "DINOHead", "DINOLoss", "cosine_schedule", "ema_update", "teacher_temperature_schedule",
+    "IGNORE_INDEX", "MaskedLanguageModel", "MaskingConfig", "MLMHead", "mask_tokens", "masked_accuracy", "mlm_loss",
+    "special_tokens_mask", "word_ids_from_continuation",
+    "NSPHead", "SentencePair", "make_nsp_pairs", "nsp_loss",
+    "DiscriminatorHead", "Electra", "ElectraOutput", "replace_with_samples", "rtd_loss", "share_embeddings",
+    "SpanCorruptionConfig", "random_spans_noise_mask", "span_corrupt", "span_corrupt_batch",
+]
