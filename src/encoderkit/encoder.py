@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 _DENSE_ACTS = {"identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
+def _ones(hidden: torch.Tensor) -> torch.Tensor:
+    return torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+
+
 def _configure_threads() -> None:
     """Use no more intra-op threads than the CPUs this process may run on (cgroup / affinity aware)."""
     try:
@@ -39,7 +43,8 @@ class Encoder:
                  dense: Sequence[Any] = (), max_length: int = 512, pad_id: int = 0, prompts: dict | None = None,
                  default_prompt_name: str | None = None, do_lower_case: bool = False, name: str = "",
                  family: Any = None, config: Any = None, hf_config: dict | None = None, source: Path | None = None,
-                 similarity_fn: str | None = None, extra_tensors: dict | None = None):
+                 similarity_fn: str | None = None, extra_tensors: dict | None = None, processor: Any = None,
+                 embedding_dim: int | None = None):
         if pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
         self.model = model.eval()
@@ -63,6 +68,10 @@ class Encoder:
         self.name = name
         self.family, self.config, self.hf_config, self.source = family, config, hf_config, source
         self.similarity_fn = similarity_fn
+        # Non-text modalities: an object with .modality, .prepare(inputs) -> items (errors name the index),
+        # .length(item) -> int (for length-sorted batching) and .collate(items) -> model kwargs.
+        self.processor = processor
+        self.embedding_dim = embedding_dim  # set when the backbone pools and projects itself (e.g. CLIP: projection_dim)
         self.extra_tensors = dict(extra_tensors or {})  # checkpoint tensors we do not use (e.g. BERT's pooler), kept for save
         _configure_threads()
 
@@ -74,7 +83,9 @@ class Encoder:
     @property
     def dim(self) -> int:
         """Size of the vectors `encode` returns (before `dimensions` truncation)."""
-        return int(self.dense[-1][0].out_features) if len(self.dense) else self.hidden_size
+        if len(self.dense):
+            return int(self.dense[-1][0].out_features)
+        return int(self.embedding_dim or self.hidden_size)
 
     def __repr__(self) -> str:
         return f"Encoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize})"
@@ -120,6 +131,25 @@ class Encoder:
         out = self.model(**batch)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out  # (B, T, H)
 
+    def _prepare(self, inputs: Any, prompt: str | None, prompt_name: str | None, truncate: bool):
+        """Validate inputs and turn them into (single?, items, lengths, collate) for the batching loop."""
+        if self.processor is not None:
+            single = not isinstance(inputs, (list, tuple))
+            items = self.processor.prepare([inputs] if single else list(inputs))
+            return single, items, [self.processor.length(it) for it in items], self.processor.collate
+        single = isinstance(inputs, str)
+        if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, (str, Iterable)):
+            raise TypeError(f"inputs must be a string or a list of strings, got {type(inputs).__name__}")
+        texts = [inputs] if single else list(inputs)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"input {i} is a {type(t).__name__}, expected str")
+        if not texts:
+            return single, [], [], self._batch_tensors
+        prefix = self._prefix(prompt, prompt_name)
+        encs = self.tokenize([prefix + t for t in texts] if prefix else texts, truncate=truncate)
+        return single, encs, [len(e.ids) for e in encs], self._batch_tensors
+
     # ------------------------------------------------------------------ encode
     def encode(self, inputs: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
                precision: str = "float32", dimensions: int | None = None, prompt: str | None = None,
@@ -139,44 +169,36 @@ class Encoder:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if dimensions is not None and not (isinstance(dimensions, int) and 0 < dimensions <= self.dim):
             raise ValueError(f"dimensions must be an integer in 1..{self.dim}, got {dimensions!r}")
-        single = isinstance(inputs, str)
-        if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, (str, Iterable)):
-            raise TypeError(f"inputs must be a string or a list of strings, got {type(inputs).__name__}")
-        texts = [inputs] if single else list(inputs)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"input {i} is a {type(t).__name__}, expected str")
+        single, items, lengths, collate = self._prepare(inputs, prompt, prompt_name, truncate)
         do_norm = self.normalize if normalize is None else bool(normalize)
         width = dimensions or self.dim
-        if not texts:
+        if not items:
             if output == "tokens":
                 return []
             return quantize(np.zeros((0, width), np.float32), precision)
-        prefix = self._prefix(prompt, prompt_name)
-        if prefix:
-            texts = [prefix + t for t in texts]
-        encs = self.tokenize(texts, truncate=truncate)
-        order = np.argsort([-len(e.ids) for e in encs], kind="stable")  # longest first: padding stays small
-        n_batches = (len(texts) + batch_size - 1) // batch_size
+        order = np.argsort([-n for n in lengths], kind="stable")  # longest first: padding stays small
+        n_batches = (len(items) + batch_size - 1) // batch_size
         show = progress if progress is not None else (n_batches > 4 and sys.stderr.isatty())
         bar = None
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(texts), desc="encode", unit="text")
-        pooled = np.empty((len(texts), self.hidden_size if output == "tokens" else self.dim), np.float32)
-        tokens: list[np.ndarray | None] = [None] * len(texts)
+            bar = tqdm(total=len(items), desc="encode", unit="input")
+        pooled = np.empty((len(items), self.dim), np.float32)
+        tokens: list[np.ndarray | None] = [None] * len(items)
         with torch.inference_mode():
             for b in range(n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                batch = self._batch_tensors([encs[i] for i in idx])
-                hidden = self._forward(batch)  # (B, T, H)
+                batch = collate([items[i] for i in idx])
+                hidden = self._forward(batch)  # (B, T, H), or (B, D) when the model pools itself (CLIP towers)
                 if output == "tokens":
-                    lengths = batch["attention_mask"].sum(1).tolist()
+                    if hidden.dim() != 3:
+                        raise ValueError(f"{self.name}: this model returns pooled vectors only; output='tokens' is not available")
+                    n_real = batch["attention_mask"].sum(1).tolist() if "attention_mask" in batch else [hidden.shape[1]] * len(idx)
                     for row, i in enumerate(idx):
-                        tokens[i] = hidden[row, : lengths[row]].float().numpy().copy()
+                        tokens[i] = hidden[row, : n_real[row]].float().numpy().copy()
                 else:
-                    v = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H)
+                    v = hidden if hidden.dim() == 2 else pool(hidden, batch.get("attention_mask", _ones(hidden)), self.pooling)
                     for layer in self.dense:
                         v = layer(v)
                     pooled[idx] = v.float().numpy()
