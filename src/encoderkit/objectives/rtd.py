@@ -69,7 +69,7 @@ def rtd_loss(disc_logits: torch.Tensor, is_replaced: torch.Tensor, attention_mas
              ) -> torch.Tensor:
     """Binary cross-entropy of the discriminator over every real (non-padding) token."""
     keep = torch.ones_like(is_replaced, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    return F.binary_cross_entropy_with_logits(disc_logits[keep], is_replaced[keep].float())
+    return F.binary_cross_entropy_with_logits(disc_logits[keep], is_replaced[keep].to(disc_logits.dtype))
 
 
 @dataclass
@@ -94,6 +94,7 @@ class Electra(nn.Module):
         self.head = DiscriminatorHead(discriminator.config.hidden_size, discriminator.config.hidden_act)
         if tie_embeddings:
             share_embeddings(generator.encoder, discriminator)
+            generator.head.decoder.weight = discriminator.embeddings.word.weight  # keep the MLM decoder tied
         self.rtd_weight = rtd_weight
         self.temperature = temperature
 
