@@ -1,0 +1,487 @@
+"""`Collection`: a persistent set of documents searchable by meaning (vectors), by words (BM25) or both.
+A directory holds `collection.db` (SQLite: the truth) and `index.faiss` + `index.json` (a rebuildable cache)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
+from encoderkit.store.fusion import rrf, weighted
+from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
+
+log = logging.getLogger(__name__)
+
+MODES = ("vector", "keyword", "hybrid")
+DB_NAME, INDEX_NAME = "collection.db", "index.faiss"
+
+
+@dataclass
+class Hit:
+    """One search result (or a fetched document, score None)."""
+    id: str
+    text: str
+    metadata: dict = field(default_factory=dict)
+    score: float | None = None
+    scores: dict = field(default_factory=dict)  # per-stage scores: vector, keyword, fused, rerank
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata,
+                "scores": self.scores}
+
+
+def content_hash(text: str) -> str:
+    """sha256 of the text with whitespace runs collapsed (the exact-duplicate key)."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def collection_path(name: str | os.PathLike, store: str | os.PathLike | None = None) -> Path:
+    """Where a collection lives: `store/NAME` if store is given; a path-like NAME as is; else
+    `$ENCODERKIT_HOME/collections/NAME` (default ~/.encoderkit/collections/NAME)."""
+    name = str(name)
+    if store is not None:
+        return Path(store).expanduser() / name
+    if os.sep in name or name.startswith(".") or name.startswith("~") or Path(name).is_absolute():
+        return Path(name).expanduser()
+    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", name):
+        raise ValueError(f"bad collection name {name!r}: use letters, digits, '_', '-', '.' (or give a path)")
+    home = Path(os.environ.get("ENCODERKIT_HOME", "~/.encoderkit")).expanduser()
+    return home / "collections" / name
+
+
+def _check_k(k: Any, what: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{what} must be a positive integer, got {type(k).__name__} {k!r}")
+    if k <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {k}")
+    return int(k)
+
+
+def keyword_query(text: str) -> str:
+    """An FTS5 MATCH expression from free text: its words, each quoted, joined by OR (BM25 ranks them)."""
+    words = re.findall(r"\w+", text.lower())
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+class Collection:
+    """Documents with metadata, vectors and a keyword index; `search` by vector, keyword or hybrid."""
+
+    def __init__(self, path: Path, store: SQLiteStore, encoder: Any, meta: dict):
+        self.path, self.store, self._encoder, self.meta = path, store, encoder, meta
+        self.dim, self.metric, self.factory = int(meta["dim"]), meta["metric"], meta["index"]
+        self.model = meta["model"]
+        self._index: VectorIndex | None = None
+        self._dirty = False  # in-memory index newer than the file on disk
+        self._lock = threading.RLock()
+        self._rerankers: dict[str, Any] = {}
+        self.ef_search, self.nprobe = 128, 16
+
+    # ------------------------------------------------------------------ open / close
+    @classmethod
+    def open(cls, path: str | os.PathLike, encoder: Any = None, *, index: str | None = None, metric: str | None = None,
+             create: bool = True) -> "Collection":
+        """Open (or create) the collection in directory `path`. encoder: an Encoder, a model name, or None
+        (loaded by the recorded name when a text query needs vectors). A different model or embedding size
+        than the one the collection was built with is refused."""
+        path = Path(path).expanduser()
+        db = path / DB_NAME
+        if not db.exists():
+            if not create:
+                raise FileNotFoundError(f"no collection at {path}; create it first (encoderkit index create)")
+            if encoder is None:
+                raise ValueError(f"creating a collection at {path} needs an encoder (a model name or Encoder)")
+            path.mkdir(parents=True, exist_ok=True)
+        if isinstance(encoder, (str, os.PathLike)):
+            import encoderkit
+
+            encoder = encoderkit.load(str(encoder))
+        store = SQLiteStore(db)
+        meta = store.meta()
+        if "model" not in meta:
+            if encoder is None:
+                store.close()
+                raise ValueError(f"collection at {path} has no recorded model; open it with an encoder")
+            factory, metric = index or "Flat", metric or "cosine"
+            check_factory(factory, int(encoder.dim), metric)
+            with store.transaction():
+                meta = store.meta()  # another process may have created it meanwhile
+                if "model" not in meta:
+                    meta = {"model": encoder.name, "dim": str(int(encoder.dim)), "metric": metric, "index": factory,
+                            "uid": uuid.uuid4().hex, "schema": SCHEMA_VERSION, "generation": "0"}
+                    store.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta.items())
+        else:
+            if encoder is not None and (encoder.name != meta["model"] or int(encoder.dim) != int(meta["dim"])):
+                store.close()
+                raise ValueError(f"collection at {path} was built with model {meta['model']!r} (dim {meta['dim']}); "
+                                 f"the encoder given is {encoder.name!r} (dim {encoder.dim}). Open it with the same "
+                                 "model, or create a new collection for this one")
+            for what, asked in (("index", index), ("metric", metric)):
+                if asked is not None and asked != meta[what]:
+                    store.close()
+                    raise ValueError(f"collection at {path} uses {what} {meta[what]!r}, not {asked!r}; "
+                                     "the index type is fixed at creation")
+        return cls(path, store, encoder, meta)
+
+    def close(self) -> None:
+        """Save the vector index if it changed, and close the database."""
+        with self._lock:
+            if self.store is None:
+                return
+            self.flush()
+            self.store.close()
+            self.store = None
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def flush(self) -> None:
+        """Write the in-memory vector index to disk (it is rebuilt from SQLite if this never happens)."""
+        with self._lock:
+            if self._index is not None and self._dirty and self._index.generation == self.store.generation():
+                self._index.save(self.path / INDEX_NAME, self._index.generation, self.meta["uid"])
+                self._dirty = False
+
+    # ------------------------------------------------------------------ encoder / vectors
+    @property
+    def encoder(self) -> Any:
+        """The encoder; loaded by the recorded model name on first use when none was given."""
+        if self._encoder is None:
+            import encoderkit
+
+            self._encoder = encoderkit.load(self.model)
+            if int(self._encoder.dim) != self.dim:
+                raise ValueError(f"model {self.model!r} now gives dim {self._encoder.dim}, collection has {self.dim}")
+        return self._encoder
+
+    def _prepare_vectors(self, X: np.ndarray, n: int) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.shape != (n, self.dim):
+            raise ValueError(f"vectors must have shape ({n}, {self.dim}), got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("vectors contain NaN or infinity")
+        if self.metric == "cosine":
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32, progress: bool | None = None) -> np.ndarray:
+        """Vectors for texts with this collection's model (normalized when the metric is cosine)."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        X = self.encoder.encode(list(texts), batch_size=batch_size, normalize=self.metric == "cosine",
+                                progress=progress)
+        return self._prepare_vectors(X, len(texts))
+
+    # ------------------------------------------------------------------ the vector index (SQLite's cache)
+    def _sync_index(self) -> VectorIndex:
+        """The vector index, loaded from disk or rebuilt from SQLite if it does not reflect the latest write."""
+        gen = self.store.generation()
+        if self._index is not None and self._index.generation == gen:
+            return self._index
+        idx = VectorIndex.load(self.path / INDEX_NAME, self.dim, self.factory, self.metric, gen, self.meta["uid"])
+        if idx is None:
+            idx = self._rebuild(gen)
+        self._index = idx
+        return idx
+
+    def _rebuild(self, gen: int) -> VectorIndex:
+        n = self.store.count()
+        log.info("building the %s vector index of %s from %d stored vectors", self.factory, self.path, n)
+        idx = VectorIndex(self.dim, self.factory, self.metric)
+        if not idx.is_trained:
+            if n < max(train_size(self.factory), 1):
+                idx.generation = gen  # too few vectors to train: searches are exact over SQLite meanwhile
+                self._dirty = False
+                return idx
+            rng = np.random.default_rng(0)
+            all_rids = self.store.all_rids()
+            sample = np.sort(rng.choice(all_rids, size=min(len(all_rids), 100_000), replace=False))
+            idx.train(np.concatenate([X for _, X in self.store.iter_vectors(self.dim, sample)]))
+        bar = None
+        if n > 50_000:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc=f"index {self.factory}", unit="vec")
+        for rids, X in self.store.iter_vectors(self.dim):
+            idx.add(rids, X)
+            if bar is not None:
+                bar.update(len(rids))
+        if bar is not None:
+            bar.close()
+        idx.generation = gen
+        self._dirty = True
+        return idx
+
+    def _after_write(self, gen_before: int, gen_after: int, removed: list[int], added: tuple | None) -> None:
+        """Apply a committed write to the in-memory index (or drop it to be rebuilt if it fell behind)."""
+        idx = self._index
+        if idx is None or idx.generation != gen_before:
+            self._index = None
+            return
+        try:
+            idx.remove(removed)
+            if added is not None and len(added[0]):
+                if idx.is_trained:
+                    idx.add(*added)
+                elif self.store.count() >= train_size(self.factory):
+                    self._index = None  # enough vectors now: train and build on next use
+                    return
+            idx.generation = gen_after
+            self._dirty = True
+        except Exception:  # never leave a half-applied cache around
+            log.exception("vector index update failed; it will be rebuilt from SQLite")
+            self._index = None
+
+    # ------------------------------------------------------------------ writes
+    def _normalize_docs(self, texts, ids, metadatas, vectors, require_ids: bool):
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings (wrap a single text in a list)")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is a {type(t).__name__}, expected str")
+        if ids is None:
+            if require_ids:
+                raise ValueError("upsert needs ids")
+            ids = [uuid.uuid4().hex for _ in texts]
+        ids = [str(i) for i in ids]
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"id {dup!r} appears more than once in this batch")
+        metadatas = [dict(m or {}) for m in (metadatas or [{}] * len(texts))]
+        if len(metadatas) != len(texts):
+            raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
+        for i, m in enumerate(metadatas):
+            try:
+                json.dumps(m)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"metadata of document {ids[i]!r} is not JSON-serializable: {exc}") from None
+        X = self.embed(texts) if vectors is None else self._prepare_vectors(vectors, len(texts))
+        return texts, ids, metadatas, X
+
+    def add(self, texts: Sequence[str], *, ids: Sequence[str] | None = None, metadatas: Sequence[dict] | None = None,
+            vectors: np.ndarray | None = None) -> list[str]:
+        """Add documents in one transaction (encoded unless `vectors` are given); an existing id is an error."""
+        texts, ids, metadatas, X = self._normalize_docs(texts, ids, metadatas, vectors, require_ids=False)
+        return self._write(ids, texts, metadatas, X, replace=False)
+
+    def upsert(self, texts: Sequence[str], *, ids: Sequence[str], metadatas: Sequence[dict] | None = None,
+               vectors: np.ndarray | None = None) -> list[str]:
+        """Insert or replace documents by id, in one transaction."""
+        texts, ids, metadatas, X = self._normalize_docs(texts, ids, metadatas, vectors, require_ids=True)
+        return self._write(ids, texts, metadatas, X, replace=True)
+
+    def _write(self, ids, texts, metadatas, X, replace: bool) -> list[str]:
+        if not ids:
+            return []
+        with self._lock:
+            hashes = [content_hash(t) for t in texts]
+            with self.store.transaction():
+                g0 = self.store.generation()
+                removed = self.store.delete_ids(ids) if replace else []
+                rids = self.store.insert(ids, texts, metadatas, hashes, X)
+                g1 = self.store.generation()
+            self._after_write(g0, g1, removed, (np.asarray(rids, np.int64), X))
+        return ids
+
+    def delete(self, ids: str | Sequence[str] | None = None, *, where: dict | None = None) -> int:
+        """Delete documents by id (missing ids are ignored) or by metadata filter; returns how many went."""
+        if ids is None and where is None:
+            raise ValueError("delete needs ids or a where filter")
+        with self._lock:
+            ids = [ids] if isinstance(ids, str) else list(ids or [])
+            with self.store.transaction():
+                g0 = self.store.generation()
+                if where is not None:
+                    rids = self.store.filter_rids(where).tolist()
+                    ids += [r[0] for r in self.store.rows_by_rids(rids).values()]
+                removed = self.store.delete_ids(ids)
+                g1 = self.store.generation()
+            self._after_write(g0, g1, removed, None)
+        return len(removed)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, ids: str | Sequence[str]) -> Hit | None | list[Hit | None]:
+        """Documents by id (None where missing); one id gives one result."""
+        single = isinstance(ids, str)
+        wanted = [ids] if single else [str(i) for i in ids]
+        rows = self.store.rows_by_ids(wanted)
+        out = [Hit(r[0], r[1], json.loads(r[2])) if (r := rows.get(i)) else None for i in wanted]
+        return out[0] if single else out
+
+    def count(self, where: dict | None = None) -> int:
+        """Number of documents (matching `where`, if given)."""
+        return self.store.count(where)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def info(self) -> dict:
+        """What `encoderkit index info` shows."""
+        db = self.path / DB_NAME
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        return {"path": str(self.path), "model": self.model, "dim": self.dim, "metric": self.metric,
+                "index": self.factory, "documents": self.count(), "generation": self.store.generation(),
+                "bytes": size, "database": str(db)}
+
+    # ------------------------------------------------------------------ search
+    def search(self, query: str | np.ndarray, k: int = 10, mode: str = "vector", where: dict | str | None = None,
+               rerank: Any = None, rerank_top: int = 50, *, vector: np.ndarray | None = None, fusion: str = "rrf",
+               alpha: float = 0.5, rrf_k: int = 60, candidates: int | None = None,
+               ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+        """Top-k documents for a query. mode: vector | keyword | hybrid (RRF k=60, or fusion="weighted" with
+        alpha = vector weight). where: metadata filter applied before top-k. rerank: an object with
+        .score(query, passages) or a cross-encoder name/path, applied to the top `rerank_top`.
+        query may be a vector (vector mode), or pass `vector=` with the text to skip encoding."""
+        k = _check_k(k)
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        if fusion not in ("rrf", "weighted"):
+            raise ValueError(f"unknown fusion {fusion!r}; choose 'rrf' or 'weighted'")
+        text = query if isinstance(query, str) else None
+        if text is None:
+            if mode != "vector" or rerank is not None:
+                raise ValueError(f"a vector query needs mode='vector' and no rerank; give text for {mode}/rerank")
+            vector = query
+        if rerank is not None:
+            rerank_top = _check_k(rerank_top, "rerank_top")
+        depth = max(k, rerank_top) if rerank is not None else k
+        with self._lock:
+            if self.store.count() == 0:
+                return []
+            if mode == "hybrid":
+                depth = candidates or max(2 * depth, 100)
+            vec = kw = None
+            if mode in ("vector", "hybrid"):
+                qv = self.embed([text])[0] if vector is None else self._prepare_vectors(vector, 1)[0]
+                vec = self._vector_search(qv, depth, where, ef_search, nprobe)
+            if mode in ("keyword", "hybrid"):
+                match = keyword_query(text)
+                kw = self.store.keyword_search(match, depth, where) if match else []
+            if mode == "vector":
+                ranked, parts = vec, {"vector": dict(vec)}
+            elif mode == "keyword":
+                ranked, parts = kw, {"keyword": dict(kw)}
+            else:
+                ranked = rrf([vec, kw], k=rrf_k) if fusion == "rrf" else weighted([vec, kw], [alpha, 1 - alpha])
+                parts = {"vector": dict(vec), "keyword": dict(kw)}
+            ranked = ranked[:depth]
+            rows = self.store.rows_by_rids([r for r, _ in ranked])
+        hits = []
+        for rid, score in ranked:
+            row = rows.get(rid)
+            if row is None:
+                continue
+            detail = {name: float(p[rid]) for name, p in parts.items() if rid in p}
+            if mode == "hybrid":
+                detail["fused"] = float(score)
+            hits.append(Hit(row[0], row[1], json.loads(row[2]), float(score), detail))
+        if rerank is not None and hits:
+            hits = self._rerank(text, hits[:rerank_top], rerank)
+        return hits[:k]
+
+    def _vector_search(self, qv: np.ndarray, k: int, where, ef_search, nprobe) -> list[tuple[int, float]]:
+        allowed = None
+        if where is not None:
+            allowed = self.store.filter_rids(where)
+            if len(allowed) == 0:
+                return []
+        idx = self._sync_index()
+        want = min(k, idx.ntotal if allowed is None else len(allowed))
+        if not idx.is_trained or (allowed is not None and len(allowed) <= 2048 and idx.factory != "Flat"):
+            return self._exact(qv, k, allowed)
+        D, I = idx.search(qv, k, allowed=allowed, ef_search=ef_search or self.ef_search, nprobe=nprobe or self.nprobe)
+        out = [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i >= 0]
+        if len(out) < want:  # an approximate index ran dry under a selective filter: answer exactly
+            log.debug("approximate search found %d of %d under the filter; exact fallback", len(out), want)
+            return self._exact(qv, k, allowed)
+        return out
+
+    def _exact(self, qv: np.ndarray, k: int, rids: np.ndarray | None) -> list[tuple[int, float]]:
+        """Brute force over the vectors stored in SQLite (all, or the given rids)."""
+        best_ids, best_s = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        for ids, X in self.store.iter_vectors(self.dim, rids):
+            s = X @ qv if self.metric != "l2" else -((X - qv) ** 2).sum(1)
+            best_ids, best_s = np.concatenate([best_ids, ids]), np.concatenate([best_s, s.astype(np.float32)])
+            if len(best_s) > k:
+                top = np.argpartition(-best_s, k)[:k]
+                best_ids, best_s = best_ids[top], best_s[top]
+        order = np.lexsort((best_ids, -best_s))
+        return [(int(best_ids[i]), float(best_s[i])) for i in order[:k]]
+
+    def _rerank(self, text: str, hits: list[Hit], rerank: Any) -> list[Hit]:
+        scorer = rerank
+        if isinstance(rerank, (str, os.PathLike)):
+            key = str(rerank)
+            if key not in self._rerankers:
+                from encoderkit.tasks.rerank import CrossEncoder
+
+                self._rerankers[key] = CrossEncoder.load(key)
+            scorer = self._rerankers[key]
+        if not hasattr(scorer, "score"):
+            raise TypeError(f"rerank must be a cross-encoder name/path or an object with .score(query, passages); "
+                            f"got {type(rerank).__name__}")
+        s = np.asarray(scorer.score(text, [h.text for h in hits]), dtype=np.float64).reshape(-1)
+        if len(s) != len(hits):
+            raise ValueError(f"the reranker returned {len(s)} scores for {len(hits)} passages")
+        for h, v in zip(hits, s):
+            h.scores["first_stage"] = h.score
+            h.scores["rerank"] = float(v)
+            h.score = float(v)
+        return [hits[i] for i in np.argsort(-s, kind="stable")]
+
+    # ------------------------------------------------------------------ integrity
+    def check(self) -> dict:
+        """Verify that the table, the FTS5 index and the vector index agree (the saved index too, if current).
+        Returns {"ok": bool, "documents": n, "problems": [...]}."""
+        with self._lock:
+            problems = self.store.fts_problems()
+            rids = self.store.all_rids()
+            bad = self.store.conn.execute("SELECT count(*) FROM docs WHERE length(vector) != ?",
+                                          (4 * self.dim,)).fetchone()[0]
+            if bad:
+                problems.append(f"{bad} stored vectors do not have {self.dim} float32 values")
+            gen = self.store.generation()
+            saved = VectorIndex.load(self.path / INDEX_NAME, self.dim, self.factory, self.metric, gen, self.meta["uid"])
+            for name, idx in (("saved vector index", saved), ("vector index", self._sync_index())):
+                if idx is None or not idx.is_trained:
+                    continue
+                ids = idx.ids()
+                if len(ids) != len(rids) or not np.array_equal(ids, rids):
+                    missing = np.setdiff1d(rids, ids)
+                    extra = np.setdiff1d(ids, rids)
+                    problems.append(f"{name} disagrees with the table: {len(missing)} documents missing, "
+                                    f"{len(extra)} extra ids")
+            return {"ok": not problems, "documents": int(len(rids)), "generation": gen, "problems": problems}
+
+    # ------------------------------------------------------------------ ingest (see store/ingest.py)
+    def ingest(self, paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs) -> Any:
+        """Add files or directories (.txt .md .jsonl .csv): chunked, duplicates skipped, batched commits."""
+        from encoderkit.store.ingest import ingest
+
+        return ingest(self, paths, **kwargs)
+
+    def vectors(self) -> tuple[list[str], np.ndarray]:
+        """All (ids, vectors) in rid order (for dedup, export and analysis)."""
+        ids: list[str] = []
+        chunks = []
+        for rids, X in self.store.iter_vectors(self.dim):
+            rows = self.store.rows_by_rids(rids.tolist())
+            ids.extend(rows[int(r)][0] for r in rids)
+            chunks.append(X)
+        return ids, (np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32))

@@ -1,0 +1,244 @@
+"""Ingest files into a collection: .txt / .md (one document per file), .jsonl (one per line), .csv (one per
+row), and directories of them. Long documents are split into overlapping token windows; exact duplicates
+are skipped by content hash; documents are committed in batches, so an interrupted run can simply be re-run."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from encoderkit.store.collection import content_hash
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did."""
+    files: int = 0
+    added: int = 0            # documents / chunks written (new or changed)
+    unchanged: int = 0        # same id and same content already present (a re-run)
+    duplicates: int = 0       # same content as another document: skipped
+    chunked: int = 0          # source documents split into several chunks
+    batches: int = 0
+    errors: list = field(default_factory=list)  # [(path, message)] for files reported and skipped
+
+    def to_dict(self) -> dict:
+        return {"files": self.files, "added": self.added, "unchanged": self.unchanged,
+                "duplicates": self.duplicates, "chunked": self.chunked, "batches": self.batches,
+                "errors": [{"path": p, "error": m} for p, m in self.errors]}
+
+
+@dataclass
+class RawDoc:
+    id: str
+    text: str
+    metadata: dict
+
+
+# ---------------------------------------------------------------------- reading files
+def iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str]]:
+    """(file, id prefix) for each supported file under the given files/directories, in sorted order."""
+    for p in paths:
+        p = Path(p).expanduser()
+        if p.is_dir():
+            for f in sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in SUFFIXES):
+                yield f, (Path(p.name) / f.relative_to(p)).as_posix()
+        elif p.exists() or p.is_symlink():
+            yield p, p.name
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+
+
+def _convert(value: str) -> Any:
+    return (float(value) if "." in value else int(value)) if _NUMBER.match(value) else value
+
+
+def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str = "id") -> list[RawDoc]:
+    """Documents in one file. Raises UnicodeDecodeError / OSError for unreadable files (the caller reports and
+    skips them) and ValueError naming file and line for malformed content."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUFFIXES)}")
+    raw = path.read_bytes().decode("utf-8")  # strict: a non-UTF-8 file is reported, not half-read
+    source = str(path)
+    if suffix in (".txt", ".md"):
+        return [RawDoc(prefix, raw, {"source": source})] if raw.strip() else []
+    docs = []
+    if suffix == ".jsonl":
+        for lineno, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            text = obj.get(text_field)
+            if not isinstance(text, str):
+                raise ValueError(f"{path}:{lineno}: no string field {text_field!r} (fields: {', '.join(obj) or 'none'})")
+            id_ = obj.get(id_field, obj.get("_id"))
+            md = {k: v for k, v in obj.items() if k not in (text_field, id_field, "_id")}
+            md["source"] = source
+            docs.append(RawDoc(str(id_) if id_ is not None else f"{prefix}:{lineno}", text, md))
+        return docs
+    reader = csv.DictReader(io.StringIO(raw))
+    if not reader.fieldnames or text_field not in reader.fieldnames:
+        raise ValueError(f"{path}:1: CSV header has no {text_field!r} column (columns: {reader.fieldnames})")
+    for row in reader:
+        lineno = reader.line_num
+        if None in row:
+            raise ValueError(f"{path}:{lineno}: row has more fields than the header")
+        id_ = row.get(id_field)
+        md = {k: _convert(v) for k, v in row.items() if k not in (text_field, id_field) and v is not None}
+        md["source"] = source
+        docs.append(RawDoc(id_ or f"{prefix}:{lineno}", row[text_field] or "", md))
+    return [d for d in docs if d.text.strip()]
+
+
+# ---------------------------------------------------------------------- chunking
+def _spans(text: str, tokenizer: Any) -> list[tuple[int, int]]:
+    """Character span of each token (words when there is no tokenizer)."""
+    if tokenizer is None:
+        return [m.span() for m in re.finditer(r"\S+", text)]
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    return [o for o in enc.offsets if o[1] > o[0]]
+
+
+def chunk_text(text: str, tokenizer: Any, size: int, overlap: int) -> list[str]:
+    """Split text into windows of `size` tokens, consecutive windows sharing `overlap` tokens."""
+    if size < 1 or not 0 <= overlap < size:
+        raise ValueError(f"need chunk size >= 1 and 0 <= overlap < size, got size {size}, overlap {overlap}")
+    spans = _spans(text, tokenizer)
+    if len(spans) <= size:
+        return [text]
+    chunks, step = [], size - overlap
+    for start in range(0, len(spans), step):
+        window = spans[start:start + size]
+        chunks.append(text[window[0][0]:window[-1][1]])
+        if start + size >= len(spans):
+            break
+    return chunks
+
+
+def _untruncated(tokenizer: Any) -> Any:
+    if tokenizer is None:
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+# ---------------------------------------------------------------------- the run
+def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLike], *, chunk_tokens: int | None = None,
+           overlap: int = 32, batch_size: int = 256, text_field: str = "text", id_field: str = "id",
+           progress: bool | None = None, on_commit: Callable[[IngestReport, list[str]], None] | None = None
+           ) -> IngestReport:
+    """Add files/directories to `collection`. chunk_tokens: window size (default: the model's max_length - 2;
+    0 = never split). Unreadable or non-UTF-8 files are reported in `errors` and skipped; a malformed JSONL
+    or CSV line raises ValueError naming file and line (batches already committed stay)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = list(iter_files(paths))
+    report = IngestReport(files=len(files))
+    tokenizer, size = None, chunk_tokens
+    if chunk_tokens != 0:
+        enc = collection.encoder
+        tokenizer = _untruncated(getattr(enc, "tokenizer", None))
+        if size is None:
+            size = max(16, int(getattr(enc, "max_length", 256)) - 2)
+    seen: set[str] = set()
+    pending: list[RawDoc] = []
+
+    def commit() -> None:
+        if not pending:
+            return
+        ids = [d.id for d in pending]
+        have = collection.store.hashes_by_ids(ids)
+        hashes = [content_hash(d.text) for d in pending]
+        fresh = [(d, h) for d, h in zip(pending, hashes) if have.get(d.id) != h]
+        report.unchanged += len(pending) - len(fresh)
+        taken = collection.store.existing_hashes([h for _, h in fresh])
+        todo = []
+        for d, h in fresh:
+            if h in taken and d.id not in have:
+                report.duplicates += 1
+            else:
+                todo.append(d)
+        if todo:
+            collection.upsert([d.text for d in todo], ids=[d.id for d in todo], metadatas=[d.metadata for d in todo])
+        report.added += len(todo)
+        report.batches += 1
+        pending.clear()
+        if on_commit is not None:
+            on_commit(report, [d.id for d in todo])
+
+    bar = None
+    show = progress if progress is not None else (len(files) > 1 and _isatty())
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), desc="ingest", unit="file")
+    try:
+        for path, prefix in files:
+            try:
+                docs = read_file(path, prefix, text_field, id_field)
+            except (UnicodeDecodeError, OSError) as exc:
+                why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"unreadable ({exc.strerror or exc})"
+                log.warning("skipping %s: %s", path, why)
+                report.errors.append((str(path), why))
+                if bar is not None:
+                    bar.update(1)
+                continue
+            for doc in docs:
+                parts = chunk_text(doc.text, tokenizer, size, min(overlap, size - 1)) if size else [doc.text]
+                if len(parts) > 1:
+                    report.chunked += 1
+                for i, part in enumerate(parts):
+                    d = doc if len(parts) == 1 else RawDoc(f"{doc.id}#{i}", part,
+                                                           {**doc.metadata, "parent": doc.id, "chunk": i,
+                                                            "chunks": len(parts)})
+                    if not d.text.strip():
+                        continue
+                    key = content_hash(d.text)
+                    if key in seen:  # duplicate within this run
+                        report.duplicates += 1
+                        continue
+                    seen.add(key)
+                    pending.append(d)
+                    if len(pending) >= batch_size:
+                        commit()
+                        if bar is not None:
+                            bar.set_postfix(added=report.added, dup=report.duplicates)
+            if bar is not None:
+                bar.update(1)
+        commit()
+    finally:
+        if bar is not None:
+            bar.close()
+        collection.flush()
+    return report
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+__all__ = ["ingest", "IngestReport", "chunk_text", "read_file", "iter_files", "SUFFIXES"]

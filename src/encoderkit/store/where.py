@@ -1,0 +1,149 @@
+"""Metadata filters (`where`) in the Mongo-like dialect of vector stores, compiled to a SQL condition on
+the JSON metadata column: {"year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"lang": {"$in": ["de", "fr"]}}]}."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+LISTS = ("$in", "$nin")
+LOGICAL = ("$and", "$or")
+OPERATORS = tuple(COMPARISONS) + LISTS + LOGICAL
+_FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*$")
+
+
+def _scalar(value: Any, where: str) -> Any:
+    if isinstance(value, bool):
+        return int(value)  # json_extract gives 1/0 for JSON true/false
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    raise ValueError(f"where: {where} compares with a {type(value).__name__} ({value!r:.60}); "
+                     "use a string, number, boolean or null")
+
+
+def _path(field: str) -> str:
+    if not isinstance(field, str) or not _FIELD.match(field):
+        raise ValueError(f"where: bad field name {field!r}; use letters, digits, _ and - (dots for nested keys), "
+                         f"or one of the operators {', '.join(LOGICAL)}")
+    return "$." + ".".join(f'"{part}"' for part in field.split("."))
+
+
+def _field_condition(field: str, cond: Any, column: str, params: list) -> str:
+    path = _path(field)
+    expr = f"json_extract({column}, ?)"
+    if not isinstance(cond, dict):
+        cond = {"$eq": cond}
+    if not cond:
+        raise ValueError(f"where: empty condition for field {field!r}")
+    parts = []
+    for op, value in cond.items():
+        if op in COMPARISONS:
+            v = _scalar(value, f"{field} {op}")
+            if v is None:
+                if op not in ("$eq", "$ne"):
+                    raise ValueError(f"where: {field} {op} null is not meaningful; use $eq or $ne with null")
+                params.append(path)
+                parts.append(f"{expr} IS {'NOT ' if op == '$ne' else ''}NULL")
+                continue
+            params.extend([path, v])
+            if op == "$ne":  # a document without the field also differs from the value
+                params.append(path)
+                parts.append(f"({expr} != ? OR {expr} IS NULL)")
+            else:
+                parts.append(f"{expr} {COMPARISONS[op]} ?")
+        elif op in LISTS:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"where: {field} {op} needs a list of values, got {type(value).__name__}")
+            if not value:
+                parts.append("0" if op == "$in" else "1")
+                continue
+            vals = [_scalar(v, f"{field} {op}") for v in value]
+            params.append(path)
+            params.extend(vals)
+            marks = ", ".join("?" for _ in vals)
+            if op == "$in":
+                parts.append(f"{expr} IN ({marks})")
+            else:
+                params.append(path)
+                parts.append(f"({expr} NOT IN ({marks}) OR {expr} IS NULL)")
+        else:
+            raise ValueError(f"where: unknown operator {op!r} on field {field!r}; "
+                             f"supported: {', '.join(COMPARISONS)}, {', '.join(LISTS)}")
+    return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+
+def _compile(where: Any, column: str, params: list) -> str:
+    if not isinstance(where, dict):
+        raise ValueError(f"where must be a dict like {{\"year\": {{\"$gte\": 2020}}}}, got {type(where).__name__}")
+    parts = []
+    for key, value in where.items():
+        if key in LOGICAL:
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ValueError(f"where: {key} needs a non-empty list of conditions")
+            subs = [_compile(v, column, params) for v in value]
+            parts.append("(" + (" AND " if key == "$and" else " OR ").join(subs) + ")")
+        elif isinstance(key, str) and key.startswith("$"):
+            raise ValueError(f"where: unknown operator {key!r}; at the top level use a field name or "
+                             f"{', '.join(LOGICAL)}")
+        else:
+            parts.append(_field_condition(key, value, column, params))
+    if not parts:
+        return "1"
+    return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+
+def compile_where(where: dict | str | None, column: str = "metadata") -> tuple[str, list]:
+    """(SQL condition, parameters) for a `where` filter (a dict or its JSON text); ("1", []) when None."""
+    if where is None:
+        return "1", []
+    if isinstance(where, str):
+        try:
+            where = json.loads(where)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"where is not valid JSON ({exc}); example: '{{\"year\": {{\"$gte\": 2020}}}}'") from None
+    params: list = []
+    sql = _compile(where, column, params)
+    return sql, params
+
+
+def matches(where: dict | None, metadata: dict) -> bool:
+    """Python evaluation of the same filter (used by tests as an independent reference)."""
+    if where is None:
+        return True
+    for key, value in where.items():
+        if key == "$and":
+            if not all(matches(w, metadata) for w in value):
+                return False
+        elif key == "$or":
+            if not any(matches(w, metadata) for w in value):
+                return False
+        else:
+            cur: Any = metadata
+            for part in key.split("."):
+                cur = cur.get(part) if isinstance(cur, dict) else None
+            cond = value if isinstance(value, dict) else {"$eq": value}
+            for op, v in cond.items():
+                if not _test(op, cur, v):
+                    return False
+    return True
+
+
+def _test(op: str, x: Any, v: Any) -> bool:
+    if isinstance(x, bool):
+        x = int(x)
+    if isinstance(v, bool):
+        v = int(v)
+    if op == "$eq":
+        return x == v
+    if op == "$ne":
+        return x != v
+    if op in ("$in", "$nin"):
+        vals = [int(t) if isinstance(t, bool) else t for t in v]
+        return (x in vals) if op == "$in" else (x not in vals)
+    if x is None or isinstance(x, (dict, list)):
+        return False
+    if isinstance(x, str) != isinstance(v, str):  # SQLite orders numbers before text
+        return {"$gt": isinstance(x, str), "$gte": isinstance(x, str),
+                "$lt": not isinstance(x, str), "$lte": not isinstance(x, str)}[op]
+    return {"$gt": x > v, "$gte": x >= v, "$lt": x < v, "$lte": x <= v}[op]
