@@ -1,0 +1,224 @@
+"""The server: `create_app(config)` builds the FastAPI app (OpenAI, Ollama, TEI and collection routes,
+/metrics, API keys, body-size limit, errors in each API's format); `run(config)` serves it with uvicorn."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import encoderkit
+from encoderkit.serve.auth import KeyStore, bearer_token
+from encoderkit.serve.errors import APIError, api_of, error_body, error_response
+from encoderkit.serve.metrics import Metrics
+from encoderkit.serve.models import EmbeddingModel, ModelRegistry, RerankModel
+from encoderkit.serve.state import ServeConfig, ServerState
+
+log = logging.getLogger(__name__)
+
+
+def load_models(config: ServeConfig, metrics: Metrics) -> ModelRegistry:
+    """Load every --model and --rerank-model named in config."""
+    registry = ModelRegistry()
+    for name in config.models:
+        t0 = time.perf_counter()
+        m = EmbeddingModel(name, encoderkit.load(name), config.limits, metrics)
+        m.load_seconds = time.perf_counter() - t0
+        registry.add(m)
+        log.info("serving %s (aliases: %s)", name, ", ".join(m.aliases))
+    for name in config.rerank_models:
+        from encoderkit.tasks.rerank import CrossEncoder
+
+        registry.add_reranker(RerankModel(name, CrossEncoder.load(name), config.limits, metrics))
+        log.info("serving rerank model %s", name)
+    return registry
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Outermost layer: request metrics, the body-size limit and API-key authentication for every route."""
+
+    def __init__(self, app: Any, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state, path = self.state, scope["path"]
+        t0 = time.perf_counter()
+        status = {"code": 500, "started": False}
+
+        async def send_wrapped(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["started"] = message["status"], True
+            await send(message)
+
+        state.metrics.in_flight += 1
+        try:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            limit = state.config.max_body_bytes
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                return await self._reject(scope, send_wrapped, APIError(
+                    413, f"request body is {declared} bytes; this server takes at most {limit} (send fewer inputs "
+                         "per request)", "validation", code="request_too_large"))
+            if state.keys is not None:
+                token = bearer_token(headers.get("authorization"))
+                rec = state.keys.verify(token) if token else None
+                if rec is None:
+                    msg = ("missing API key: send the header 'Authorization: Bearer <key>'" if token is None
+                           else "invalid API key (unknown or revoked); ask the operator for a key")
+                    return await self._reject(scope, send_wrapped, APIError(
+                        401, msg, "auth", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}))
+                scope.setdefault("state", {})["key"] = rec
+            seen = 0
+
+            async def receive_limited() -> dict:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise _BodyTooLarge()
+                return message
+
+            try:
+                await self.app(scope, receive_limited, send_wrapped)
+            except _BodyTooLarge:
+                if not status["started"]:
+                    await self._reject(scope, send_wrapped, APIError(
+                        413, f"request body exceeds {limit} bytes; send fewer inputs per request", "validation",
+                        code="request_too_large"))
+        finally:
+            state.metrics.in_flight -= 1
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            state.metrics.observe_request(scope.get("method", ""), template, status["code"], time.perf_counter() - t0)
+
+    @staticmethod
+    async def _reject(scope: dict, send: Any, err: APIError) -> None:
+        resp = error_response(scope["path"], err)
+        await resp(scope, _empty_receive, send)
+
+
+async def _empty_receive() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _validation_error(request: Request, exc: RequestValidationError):
+    errs = exc.errors()
+    first = errs[0] if errs else {}
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    param = loc[0] if loc else None
+    where = ".".join(loc) or "body"
+    msg = f"invalid request: {where}: {first.get('msg', 'invalid value')}"
+    if len(errs) > 1:
+        msg += f" (and {len(errs) - 1} more problems)"
+    api = api_of(request.url.path)
+    status = 422 if api == "tei" else 400
+    return error_response(request.url.path, APIError(status, msg, "validation", param=param))
+
+
+def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None = None,
+               metrics: Metrics | None = None, collections: Any = None) -> FastAPI:
+    """The ASGI app. Models are loaded from config unless a registry is given; `collections` is a
+    CollectionManager (made from config.store when None)."""
+    config = config or ServeConfig()
+    metrics = metrics or Metrics()
+    keys = KeyStore(config.api_keys) if config.api_keys else None
+    if keys is not None and len(keys) == 0:
+        log.warning("API key file %s has no keys yet: every request will get 401 until `encoderkit keys add`",
+                    config.api_keys)
+    if registry is None:
+        registry = load_models(config, metrics)
+    if collections is None and config.store:
+        from encoderkit.serve.collections_api import CollectionManager
+
+        collections = CollectionManager(config.store, registry)
+    state = ServerState(config, registry, metrics, keys, collections)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        log.info("shutting down: finishing queued work")  # uvicorn has already drained in-flight requests
+        registry.close()
+        if collections is not None:
+            collections.close()
+
+    app = FastAPI(title="encoderkit", version=encoderkit.__version__, lifespan=lifespan,
+                  description="Embeddings, reranking and search over the OpenAI, Ollama and TEI APIs.")
+    app.state.server = state
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return error_response(request.url.path, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _validation_error(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        kind = "not_found" if exc.status_code == 404 else "validation"
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no route {request.method} {request.url.path}; see /openapi.json for the routes"
+        return error_response(request.url.path, APIError(exc.status_code, detail, kind,
+                                                         headers=dict(exc.headers or {})))
+
+    from encoderkit.serve import collections_api, ollama_api, openai_api, tei_api
+
+    app.include_router(openai_api.router)
+    app.include_router(ollama_api.router)
+    app.include_router(tei_api.router)
+    app.include_router(collections_api.router)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["Server"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "metrics"}})
+    async def metrics_page() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", response_class=PlainTextResponse, tags=["Server"], summary="Liveness text (as Ollama's root)",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "running"}})
+    async def root() -> PlainTextResponse:
+        return PlainTextResponse("encoderkit is running (OpenAI, Ollama and TEI APIs)")
+
+    app.add_middleware(GuardMiddleware, state=state)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: ServeConfig) -> None:
+    """Refuse to expose an unauthenticated server beyond this machine unless --insecure."""
+    if not is_loopback(config.host) and not config.api_keys and not config.insecure:
+        raise PermissionError(f"refusing to serve on {config.host} without API keys: anyone who can reach it could "
+                              "use it. Pass --api-keys FILE (make keys with `encoderkit keys add`), bind 127.0.0.1, "
+                              "or pass --insecure if that is really what you want")
+
+
+def run(config: ServeConfig, log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests finish (up to config.graceful_timeout seconds)."""
+    import uvicorn
+
+    check_bind(config)
+    app = create_app(config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level,
+                timeout_graceful_shutdown=config.graceful_timeout, access_log=log_level == "debug")

@@ -1,0 +1,164 @@
+"""Dynamic batching: concurrent requests for one model are queued, coalesced into batches bounded by a
+token budget and a short wait, run in one worker thread (the event loop never runs a forward pass) and
+split back to their callers."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The batcher's queue holds as many inputs as allowed; the caller should retry later."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Closed(Exception):
+    """The batcher is shutting down and takes no new work."""
+
+
+@dataclass
+class _Job:
+    items: list
+    cost: int
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    """What the worker reports after each batch (for /metrics)."""
+    inputs: int
+    requests: int
+    tokens: int
+    seconds: float
+
+
+class Batcher:
+    """Runs `run_batch(items) -> results` (same length and order) on the union of queued requests' items.
+    max_batch_tokens bounds the summed cost of a batch (a single larger request runs alone; run_batch
+    splits it), max_wait_ms is how long the worker waits for more requests once one arrived, max_queue
+    bounds queued inputs (beyond it `submit` raises QueueFull), batching=False runs one request at a time."""
+
+    def __init__(self, name: str, run_batch: Callable[[list], Sequence[Any]], *, max_batch_tokens: int = 16384,
+                 max_wait_ms: float = 2.0, max_queue: int = 4096, batching: bool = True,
+                 on_batch: Callable[[BatchStats], None] | None = None):
+        if max_batch_tokens < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_tokens and max_queue must be >= 1 and max_wait_ms >= 0")
+        self.name, self.run_batch = name, run_batch
+        self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000.0
+        self.max_queue, self.batching, self.on_batch = max_queue, batching, on_batch
+        self._queue: deque[_Job] = deque()
+        self._queued_inputs = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self._busy_since: float | None = None
+        self._ewma_batch_seconds = 0.05
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+    @property
+    def queue_depth(self) -> int:
+        """Inputs waiting (not yet in a running batch)."""
+        return self._queued_inputs
+
+    async def submit(self, items: list, cost: int) -> list:
+        """Queue `items` (costing `cost` tokens) and wait for their results."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._cv:
+            if self._closed:
+                raise Closed(f"model {self.name} is shutting down")
+            if self._queued_inputs + len(items) > self.max_queue:
+                wait = max(1, round(self._ewma_batch_seconds * (1 + self._queued_inputs / max(1, len(items)))))
+                raise QueueFull(f"the queue for model {self.name} is full ({self._queued_inputs} inputs waiting, "
+                                f"limit {self.max_queue}); retry after {wait} s or send fewer inputs", retry_after=wait)
+            self._queue.append(_Job(list(items), int(cost), fut, loop))
+            self._queued_inputs += len(items)
+            self._cv.notify()
+        return await fut
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish queued work, then stop the worker."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ worker side
+    def _take(self) -> list[_Job] | None:
+        """Block for the next batch of jobs (None when closed and drained)."""
+        with self._cv:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cv.wait()
+            jobs = [self._queue.popleft()]
+            cost = jobs[0].cost
+            if self.batching:
+                deadline = time.perf_counter() + self.max_wait
+                while cost < self.max_batch_tokens:
+                    if self._queue:
+                        nxt = self._queue[0]
+                        if cost + nxt.cost > self.max_batch_tokens:
+                            break
+                        jobs.append(self._queue.popleft())
+                        cost += nxt.cost
+                        continue
+                    left = deadline - time.perf_counter()
+                    if left <= 0 or self._closed:
+                        break
+                    self._cv.wait(left)
+            self._queued_inputs -= sum(len(j.items) for j in jobs)
+            return jobs
+
+    def _work(self) -> None:
+        while True:
+            jobs = self._take()
+            if jobs is None:
+                return
+            jobs = [j for j in jobs if not j.future.cancelled()]  # callers that went away
+            if not jobs:
+                continue
+            items = [it for j in jobs for it in j.items]
+            t0 = time.perf_counter()
+            try:
+                results = list(self.run_batch(items))
+                if len(results) != len(items):
+                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} inputs")
+                error = None
+            except Exception as exc:  # the model failed: every caller of this batch gets the error
+                log.exception("batch of %d inputs failed on model %s", len(items), self.name)
+                results, error = [], exc
+            seconds = time.perf_counter() - t0
+            self._ewma_batch_seconds = 0.8 * self._ewma_batch_seconds + 0.2 * seconds
+            start = 0
+            for j in jobs:
+                part = results[start:start + len(j.items)] if error is None else None
+                start += len(j.items)
+                j.loop.call_soon_threadsafe(_resolve, j.future, part, error)
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(BatchStats(len(items), len(jobs), sum(j.cost for j in jobs), seconds))
+                except Exception:  # metrics must never break serving
+                    log.exception("on_batch hook failed")
+
+
+def _resolve(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if fut.cancelled() or fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)

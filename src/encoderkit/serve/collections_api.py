@@ -1,0 +1,336 @@
+"""Collections over HTTP: create / list / drop, add / upsert / delete documents, search (vector, keyword,
+hybrid; `where` filters; optional cross-encoder rerank). Queries and documents are embedded through the
+model's dynamic batcher; SQLite and FAISS work runs in worker threads."""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from encoderkit.serve.errors import APIError, TEIError, error_responses
+from encoderkit.serve.models import EmbeddingModel, InputTooLong, ModelRegistry
+from encoderkit.serve.state import ServerState, caller, embed_checked, require_role, server_state
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["Collections"], responses=error_responses(TEIError, 400, 401, 403, 404, 409, 413, 422, 429))
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+class CollectionManager:
+    """The collections under one store folder (one sub-folder each), opened once and kept open."""
+
+    def __init__(self, root: str | Path, registry: ModelRegistry):
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.registry = registry
+        self._open: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        from encoderkit.store.collection import DB_NAME
+
+        return sorted(p.name for p in self.root.iterdir() if (p / DB_NAME).is_file() and NAME.match(p.name))
+
+    def _path(self, name: str) -> Path:
+        if not NAME.match(name) or ".." in name:
+            raise APIError(422, f"bad collection name {name!r}: use letters, digits, '_', '-', '.' (at most 128)",
+                           "validation", param="name")
+        return self.root / name
+
+    def get(self, name: str) -> Any:
+        """The open collection `name`; 404 when it does not exist."""
+        from encoderkit.store.collection import DB_NAME, Collection
+
+        path = self._path(name)
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+            if not (path / DB_NAME).is_file():
+                raise APIError(404, f"collection {name!r} does not exist; POST /collections creates it", "not_found")
+            coll = Collection.open(path, encoder=None, create=False)
+            self._open[name] = coll
+            return coll
+
+    def create(self, name: str, model: EmbeddingModel, index: str, metric: str) -> Any:
+        from encoderkit.store.collection import DB_NAME, Collection
+
+        path = self._path(name)
+        with self._lock:
+            if (path / DB_NAME).is_file():
+                raise APIError(409, f"collection {name!r} already exists; DELETE it first or pick another name",
+                               "conflict")
+            try:
+                coll = Collection.open(path, encoder=model.encoder, index=index, metric=metric)
+            except ValueError as exc:
+                shutil.rmtree(path, ignore_errors=True)
+                raise APIError(422, str(exc), "validation") from None
+            self._open[name] = coll
+            return coll
+
+    def drop(self, name: str) -> None:
+        from encoderkit.store.collection import DB_NAME
+
+        path = self._path(name)
+        with self._lock:
+            coll = self._open.pop(name, None)
+            if coll is not None:
+                coll.close()
+            if not (path / DB_NAME).is_file():
+                raise APIError(404, f"collection {name!r} does not exist", "not_found")
+            shutil.rmtree(path)
+
+    def model_for(self, coll: Any) -> EmbeddingModel:
+        """The served model a collection was built with (424 when this server does not serve it)."""
+        m = self.registry.get(coll.model)
+        if m is None:
+            raise APIError(424, f"collection {coll.path.name!r} was built with model {coll.model!r}, which this server "
+                                "does not serve; restart it with --model " + coll.model, "backend")
+        return m
+
+    def close(self) -> None:
+        with self._lock:
+            for coll in self._open.values():
+                coll.close()
+            self._open.clear()
+
+
+# ------------------------------------------------------------------ schemas
+class CreateRequest(BaseModel):
+    name: str = Field(description="letters, digits, '_', '-', '.'")
+    model: str | None = Field(None, description="a served model (default: the first)")
+    index: str = Field("Flat", description="FAISS factory string: Flat, HNSW32, IVF1024,Flat ...")
+    metric: Literal["cosine", "ip", "l2"] = "cosine"
+
+
+class CollectionInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    model: str
+    dim: int
+    metric: str
+    index: str
+    documents: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class Document(BaseModel):
+    id: str | None = None
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentsRequest(BaseModel):
+    documents: list[Document]
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+class IdsResponse(BaseModel):
+    ids: list[str]
+
+
+class DeleteRequest(BaseModel):
+    ids: list[str] | None = None
+    where: dict[str, Any] | None = None
+
+
+class DeleteResponse(BaseModel):
+    deleted: int
+
+
+class Dropped(BaseModel):
+    dropped: str
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1)
+    k: int = Field(10, ge=1, le=1000)
+    mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    where: dict[str, Any] | None = None
+    rerank: bool = False
+    rerank_top: int = Field(50, ge=1, le=1000)
+    rerank_model: str | None = None
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float | None
+    text: str
+    metadata: dict[str, Any]
+    scores: dict[str, float]
+
+
+class SearchResponse(BaseModel):
+    hits: list[SearchHit]
+
+
+# ------------------------------------------------------------------ routes
+def _manager(state: ServerState) -> CollectionManager:
+    if state.collections is None:
+        raise APIError(404, "this server has no collection store; start it with --store DIR", "not_found")
+    return state.collections
+
+
+def _info(name: str, coll: Any) -> dict:
+    return {"name": name, "model": coll.model, "dim": coll.dim, "metric": coll.metric, "index": coll.factory,
+            "documents": coll.count()}
+
+
+async def _call(fn, *args, **kw):
+    """Run a store operation in a worker thread; its ValueError/TypeError become 422."""
+    try:
+        return await run_in_threadpool(fn, *args, **kw)
+    except (ValueError, TypeError) as exc:
+        raise APIError(422, str(exc), "validation") from None
+
+
+@router.post("/collections", response_model=CollectionInfo, status_code=201, summary="Create a collection")
+async def create(body: CreateRequest, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    require_role(request, "admin", body.name)
+    mgr = _manager(state)
+    model = state.registry.get(body.model)
+    if model is None:
+        raise APIError(404, f"model {body.model!r} is not served here", "not_found", param="model")
+    coll = await run_in_threadpool(mgr.create, body.name, model, body.index, body.metric)
+    return await run_in_threadpool(_info, body.name, coll)
+
+
+@router.get("/collections", response_model=CollectionList, summary="List the collections this key may see")
+async def list_collections(request: Request, state: ServerState = Depends(server_state)) -> dict:
+    mgr = _manager(state)
+    rec = caller(request)
+    names = [n for n in mgr.names() if rec is None or rec.sees(n)]
+    out = []
+    for n in names:
+        out.append(await run_in_threadpool(_info, n, mgr.get(n)))
+    return {"collections": out}
+
+
+@router.get("/collections/{name}", response_model=CollectionInfo, summary="Describe a collection")
+async def describe(name: str, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    require_role(request, "read", name)
+    coll = _manager(state).get(name)
+    return await run_in_threadpool(_info, name, coll)
+
+
+@router.delete("/collections/{name}", response_model=Dropped, summary="Drop a collection and its files")
+async def drop(name: str, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    require_role(request, "admin", name)
+    await run_in_threadpool(_manager(state).drop, name)
+    return {"dropped": name}
+
+
+async def _vectors(state: ServerState, mgr: CollectionManager, coll: Any, texts: list[str]):
+    model = mgr.model_for(coll)
+    try:
+        seqs = await run_in_threadpool(model.prepare_texts, texts, truncate=True)
+    except InputTooLong as exc:  # pragma: no cover - truncate=True
+        raise APIError(413, str(exc), "too_long") from None
+    return await embed_checked(state, model, seqs, normalize=coll.metric == "cosine", dimensions=None)
+
+
+async def _write(name: str, body: DocumentsRequest, request: Request, state: ServerState, replace: bool) -> dict:
+    require_role(request, "write", name)
+    mgr = _manager(state)
+    coll = mgr.get(name)
+    docs = body.documents
+    if not docs:
+        raise APIError(400, "`documents` is empty; send at least one", "empty")
+    if len(docs) > state.config.max_inputs:
+        raise APIError(413, f"{len(docs)} documents in one request; at most {state.config.max_inputs}", "validation")
+    if replace and any(d.id is None for d in docs):
+        raise APIError(422, "upsert needs an `id` on every document", "validation")
+    texts = [d.text for d in docs]
+    X = await _vectors(state, mgr, coll, texts)
+    ids = None if all(d.id is None for d in docs) else [d.id for d in docs]
+    fn = coll.upsert if replace else coll.add
+    try:
+        out = await run_in_threadpool(fn, texts, ids=ids, metadatas=[d.metadata for d in docs], vectors=X)
+    except ValueError as exc:
+        conflict = "exist" in str(exc) or "duplicate" in str(exc).lower()
+        raise APIError(409 if conflict else 422, str(exc), "conflict" if conflict else "validation") from None
+    except TypeError as exc:
+        raise APIError(422, str(exc), "validation") from None
+    return {"ids": list(out)}
+
+
+@router.post("/collections/{name}/documents", response_model=IdsResponse, summary="Add documents (new ids only)")
+async def add(name: str, body: DocumentsRequest, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    return await _write(name, body, request, state, replace=False)
+
+
+@router.put("/collections/{name}/documents", response_model=IdsResponse, summary="Insert or replace documents by id")
+async def upsert(name: str, body: DocumentsRequest, request: Request,
+                 state: ServerState = Depends(server_state)) -> dict:
+    return await _write(name, body, request, state, replace=True)
+
+
+@router.post("/collections/{name}/documents/delete", response_model=DeleteResponse,
+             summary="Delete documents by id or metadata filter")
+async def delete(name: str, body: DeleteRequest, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    require_role(request, "write", name)
+    coll = _manager(state).get(name)
+    if body.ids is None and body.where is None:
+        raise APIError(422, "give `ids` or a `where` filter", "validation")
+    return {"deleted": await _call(coll.delete, body.ids, where=body.where)}
+
+
+@router.get("/collections/{name}/documents/{doc_id:path}", response_model=DocumentOut, summary="Fetch a document")
+async def get_document(name: str, doc_id: str, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    require_role(request, "read", name)
+    hit = await _call(_manager(state).get(name).get, doc_id)
+    if hit is None:
+        raise APIError(404, f"no document {doc_id!r} in collection {name!r}", "not_found")
+    return {"id": hit.id, "text": hit.text, "metadata": hit.metadata}
+
+
+@router.post("/collections/{name}/search", response_model=SearchResponse, summary="Search a collection")
+async def search(name: str, body: SearchRequest, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    require_role(request, "read", name)
+    mgr = _manager(state)
+    coll = mgr.get(name)
+    reranker = None
+    if body.rerank:
+        reranker = state.registry.get_reranker(body.rerank_model)
+        if reranker is None:
+            raise APIError(424, "rerank asked but this server has no such rerank model; start it with --rerank-model",
+                           "backend")
+    vector = None
+    if body.mode in ("vector", "hybrid"):
+        vector = (await _vectors(state, mgr, coll, [body.query]))[0]
+    depth = max(body.k, body.rerank_top) if reranker is not None else body.k
+    hits = await _call(coll.search, body.query, depth, mode=body.mode, where=body.where, vector=vector)
+    if reranker is not None and hits:
+        hits = hits[: body.rerank_top]
+        passages = [h.text for h in hits]
+        cost = await run_in_threadpool(reranker.count_tokens, body.query, passages, True)
+        try:
+            scores = await reranker.scores(body.query, passages, cost)
+        except Exception as exc:
+            from encoderkit.serve.batcher import QueueFull
+
+            if isinstance(exc, QueueFull):
+                raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None
+            raise
+        for h, s in zip(hits, scores):
+            h.scores["first_stage"] = h.score
+            h.scores["rerank"] = float(s)
+            h.score = float(s)
+        hits = sorted(hits, key=lambda h: -h.score)
+    return {"hits": [h.to_dict() for h in hits[: body.k]]}

@@ -1,0 +1,290 @@
+"""The models a server holds: each embedding model with its aliases, token preparation (truncation left or
+right, or an error naming the limit), a batched forward pass and a dynamic batcher; cross-encoders likewise."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from encoderkit.serve.batcher import Batcher, BatchStats
+from encoderkit.serve.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class InputTooLong(ValueError):
+    """An input has more tokens than the model accepts and the request asked not to truncate."""
+
+    def __init__(self, index: int, length: int, limit: int):
+        super().__init__(f"input {index} has {length} tokens, more than the model's limit of {limit}; "
+                         "shorten it or ask for truncation")
+        self.index, self.length, self.limit = index, length, limit
+
+
+@dataclass
+class Limits:
+    """Batching knobs shared by every model's batcher."""
+    max_batch_tokens: int = 8192
+    max_wait_ms: float = 2.0
+    max_queue: int = 2048
+    batching: bool = True
+
+
+def name_key(name: str) -> str:
+    """How model names compare: case-insensitive, an Ollama ':latest' tag dropped."""
+    key = name.strip().lower()
+    return key[: -len(":latest")] if key.endswith(":latest") else key
+
+
+def alias_names(given: str, loaded_name: str) -> list[str]:
+    """Names a model answers to: as given, its hub id, the short name after '/', and known short aliases."""
+    from encoderkit.checkpoints.hub import ALIASES, canonical_name
+
+    canon = canonical_name(given)
+    names = [given, canon, canon.rsplit("/", 1)[-1], loaded_name, loaded_name.rsplit("/", 1)[-1]]
+    names += [a for a, target in ALIASES.items() if target == canon]
+    out: list[str] = []
+    for n in names:
+        if n and n not in out:
+            out.append(n)
+    return out
+
+
+def _mean_pool_dense(encoder: Any, hidden, mask):
+    from encoderkit.nn.pooling import pool
+
+    v = hidden if hidden.dim() == 2 else pool(hidden, mask, encoder.pooling)  # (B, H)
+    for layer in encoder.dense:
+        v = layer(v)
+    return v
+
+
+class EmbeddingModel:
+    """One served embedding model: `prepare_texts` / `prepare_ids` turn a request into token ids (cheap,
+    call off the event loop), `embed` queues them on the batcher and returns post-processed vectors."""
+
+    def __init__(self, given_name: str, encoder: Any, limits: Limits, metrics: Metrics | None = None):
+        self.encoder = encoder
+        self.name = given_name
+        self.aliases = alias_names(given_name, encoder.name)
+        self.ollama_name = min((a for a in self.aliases if "/" not in a), key=len, default=given_name).lower()
+        self.max_length = int(encoder.max_length)
+        self.dim = int(encoder.dim)
+        self.loaded_at = time.time()
+        self.load_seconds = 0.0
+        tok = encoder.tokenizer
+        if tok is None:
+            raise ValueError(f"model {given_name} has no tokenizer; the server needs a text model")
+        from tokenizers import Tokenizer
+
+        self._free_tok = Tokenizer.from_str(tok.to_str())  # a private copy without truncation, for left cuts
+        self._free_tok.no_truncation()
+        self._free_tok.no_padding()
+        probe = self._free_tok.encode("hello")
+        special = probe.special_tokens_mask
+        first = special.index(0) if 0 in special else len(special)
+        last = len(special) - special[::-1].index(0) if 0 in special else len(special)
+        self.head, self.tail = list(probe.ids[:first]), list(probe.ids[last:])
+        self.vocab_size = int(tok.get_vocab_size())
+        self.metrics = metrics
+        self.batcher = Batcher(given_name, self._run_batch, max_batch_tokens=limits.max_batch_tokens,
+                               max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
+                               batching=limits.batching, on_batch=self._on_batch)
+        self._max_batch_tokens = limits.max_batch_tokens
+        if metrics is not None:
+            metrics.queue_depth[given_name] = lambda: self.batcher.queue_depth
+
+    def _on_batch(self, s: BatchStats) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_batch(self.name, s.inputs, s.requests, s.tokens, s.seconds)
+
+    # ------------------------------------------------------------------ request -> token ids
+    def prompt_prefix(self, prompt_name: str | None) -> str:
+        """The text prefix for prompt_name (the model's default prompt when None), as Encoder.encode applies it."""
+        enc = self.encoder
+        if prompt_name is not None:
+            if prompt_name not in enc.prompts:
+                raise ValueError(f"unknown prompt_name {prompt_name!r}; this model has: {sorted(enc.prompts) or 'none'}")
+            return enc.prompts[prompt_name]
+        return enc.prompts.get(enc.default_prompt_name, "") if enc.default_prompt_name else ""
+
+    def _cut(self, ids: list[int], direction: str) -> list[int]:
+        """Keep the special tokens at both ends and as much content as fits, dropping from `direction`."""
+        h, t = len(self.head), len(self.tail)
+        body = ids[h: len(ids) - t]
+        room = max(0, self.max_length - h - t)
+        body = body[:room] if direction == "right" else body[len(body) - room:] if room else []
+        return ids[:h] + body + ids[len(ids) - t:]
+
+    def prepare_texts(self, texts: Sequence[str], *, truncate: bool = True, direction: str = "right",
+                      prompt_name: str | None = None) -> list[list[int]]:
+        """Token ids per text, with the model's prompt prefix; over-long texts are cut (truncate) or raise
+        InputTooLong naming the first one."""
+        prefix = self.prompt_prefix(prompt_name)
+        full = [prefix + t for t in texts] if prefix else list(texts)
+        if self.encoder.do_lower_case:
+            full = [t.lower() for t in full]
+        if direction == "right":
+            encs = self.encoder.tokenizer.encode_batch(full)
+            out = []
+            for i, e in enumerate(encs):
+                if e.overflowing and not truncate:
+                    raise InputTooLong(i, len(self._free_tok.encode(full[i]).ids), self.max_length)
+                out.append(list(e.ids))
+            return out
+        out = []
+        for i, e in enumerate(self._free_tok.encode_batch(full)):
+            ids = list(e.ids)
+            if len(ids) > self.max_length:
+                if not truncate:
+                    raise InputTooLong(i, len(ids), self.max_length)
+                ids = self._cut(ids, "left")
+            out.append(ids)
+        return out
+
+    def prepare_ids(self, seqs: Sequence[Sequence[int]], *, truncate: bool = False) -> list[list[int]]:
+        """Token-id inputs: the model's special tokens are added unless already there; ids must be in the vocabulary."""
+        out = []
+        for i, seq in enumerate(seqs):
+            ids = [int(x) for x in seq]
+            bad = next((x for x in ids if not 0 <= x < self.vocab_size), None)
+            if bad is not None:
+                raise ValueError(f"input {i}: token id {bad} is outside this model's vocabulary (0..{self.vocab_size - 1})")
+            h, t = len(self.head), len(self.tail)
+            if not (ids[:h] == self.head and (t == 0 or ids[len(ids) - t:] == self.tail) and len(ids) >= h + t):
+                ids = self.head + ids + self.tail
+            if len(ids) > self.max_length:
+                if not truncate:
+                    raise InputTooLong(i, len(ids), self.max_length)
+                ids = self._cut(ids, "right")
+            out.append(ids)
+        return out
+
+    # ------------------------------------------------------------------ forward (worker thread)
+    def _run_batch(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        """Pooled (projected, unnormalized) vectors for token-id sequences, longest first in padded
+        micro-batches of at most max_batch_tokens tokens."""
+        import torch
+
+        enc = self.encoder
+        order = np.argsort([-len(s) for s in seqs], kind="stable")
+        out: list[np.ndarray | None] = [None] * len(seqs)
+        pos = 0
+        with torch.inference_mode():
+            while pos < len(order):
+                T = max(1, len(seqs[order[pos]]))
+                size = max(1, self._max_batch_tokens // T)
+                idx = order[pos: pos + size]
+                pos += len(idx)
+                ids = np.full((len(idx), T), enc.pad_id, dtype=np.int64)
+                mask = np.zeros((len(idx), T), dtype=np.int64)
+                for r, i in enumerate(idx):
+                    ids[r, : len(seqs[i])], mask[r, : len(seqs[i])] = seqs[i], 1
+                m = torch.from_numpy(mask)
+                res = enc.model(input_ids=torch.from_numpy(ids), attention_mask=m,
+                                token_type_ids=torch.zeros_like(m))
+                hidden = res.last_hidden_state if hasattr(res, "last_hidden_state") else res  # (B, T, H)
+                v = _mean_pool_dense(enc, hidden, m).float().numpy()
+                for r, i in enumerate(idx):
+                    out[i] = v[r].copy()
+        return out  # type: ignore[return-value]
+
+    async def embed(self, seqs: list[list[int]], *, normalize: bool | None = None,
+                    dimensions: int | None = None) -> np.ndarray:
+        """(n, dimensions or dim) float32 vectors for prepared token ids, equal to Encoder.encode's."""
+        if dimensions is not None and not 0 < dimensions <= self.dim:
+            raise ValueError(f"dimensions must be between 1 and {self.dim} for this model, got {dimensions}")
+        if not seqs:
+            return np.zeros((0, dimensions or self.dim), np.float32)
+        raw = await self.batcher.submit(seqs, cost=sum(len(s) for s in seqs))
+        vecs = np.stack(raw).astype(np.float32)
+        if dimensions:
+            vecs = vecs[:, :dimensions]
+        if self.encoder.normalize if normalize is None else normalize:
+            vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+class RerankModel:
+    """One served cross-encoder: (query, passage) pairs from concurrent requests share forward batches."""
+
+    def __init__(self, given_name: str, cross_encoder: Any, limits: Limits, metrics: Metrics | None = None):
+        self.name, self.ce, self.metrics = given_name, cross_encoder, metrics
+        self.aliases = [given_name]
+        self.max_length = int(cross_encoder.max_length)
+        self.batcher = Batcher(f"rerank:{given_name}", self._run_batch, max_batch_tokens=limits.max_batch_tokens,
+                               max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
+                               batching=limits.batching, on_batch=self._on_batch)
+        if metrics is not None:
+            metrics.queue_depth[f"rerank:{given_name}"] = lambda: self.batcher.queue_depth
+
+    def _on_batch(self, s: BatchStats) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_batch(f"rerank:{self.name}", s.inputs, s.requests, s.tokens, s.seconds)
+
+    def count_tokens(self, query: str, texts: Sequence[str], truncate: bool = True) -> int:
+        """Tokens the pairs take (after truncation); InputTooLong when a pair overflows and truncate is False."""
+        encs = self.ce.tokenizer.encode_batch([(query, t) for t in texts])
+        for i, e in enumerate(encs):
+            if e.overflowing and not truncate:
+                raise InputTooLong(i, len(e.ids) + sum(len(o.ids) for o in e.overflowing), self.max_length)
+        return sum(len(e.ids) for e in encs)
+
+    def _run_batch(self, pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+        return list(self.ce.logits(pairs, batch_size=64))
+
+    async def scores(self, query: str, texts: Sequence[str], cost: int, raw: bool = False) -> np.ndarray:
+        """Relevance per text: the positive label's logit when raw, else its sigmoid (one label) or
+        softmax probability (several), as TEI reports them."""
+        if not texts:
+            return np.zeros(0, np.float32)
+        z = np.stack(await self.batcher.submit([(query, t) for t in texts], cost=cost))  # (n, labels)
+        if z.shape[1] == 1:
+            return z[:, 0] if raw else 1.0 / (1.0 + np.exp(-z[:, 0]))
+        if raw:
+            return z[:, self.ce.positive_label]
+        e = np.exp(z - z.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True))[:, self.ce.positive_label]
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+class ModelRegistry:
+    """Embedding and rerank models by name and alias; the first embedding model is the default."""
+
+    def __init__(self) -> None:
+        self.embedders: list[EmbeddingModel] = []
+        self.rerankers: list[RerankModel] = []
+        self._by_name: dict[str, EmbeddingModel] = {}
+        self._rerank_by_name: dict[str, RerankModel] = {}
+
+    def add(self, model: EmbeddingModel) -> None:
+        self.embedders.append(model)
+        for a in model.aliases:
+            self._by_name.setdefault(name_key(a), model)
+
+    def add_reranker(self, model: RerankModel) -> None:
+        self.rerankers.append(model)
+        self._rerank_by_name.setdefault(name_key(model.name), model)
+
+    def get(self, name: str | None) -> EmbeddingModel | None:
+        """The embedding model called `name` (any alias; None or '' = the default), or None."""
+        if not name:
+            return self.embedders[0] if self.embedders else None
+        return self._by_name.get(name_key(name))
+
+    def get_reranker(self, name: str | None) -> RerankModel | None:
+        if not name:
+            return self.rerankers[0] if self.rerankers else None
+        return self._rerank_by_name.get(name_key(name))
+
+    def close(self) -> None:
+        for m in [*self.embedders, *self.rerankers]:
+            m.close()

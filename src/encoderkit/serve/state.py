@@ -1,0 +1,116 @@
+"""Server configuration and the state every route shares (models, metrics, keys, collections), plus the
+helpers routes use to turn model and limit failures into APIError."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from encoderkit.serve.auth import KeyRecord, KeyStore
+from encoderkit.serve.batcher import Closed, QueueFull
+from encoderkit.serve.errors import APIError
+from encoderkit.serve.metrics import Metrics
+from encoderkit.serve.models import EmbeddingModel, InputTooLong, Limits, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+INLINE_CHARS = 4096  # requests smaller than this are tokenized on the event loop (cheaper than a thread hop)
+
+
+@dataclass
+class ServeConfig:
+    """Everything `encoderkit serve` takes."""
+    models: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2"])
+    rerank_models: list[str] = field(default_factory=list)
+    store: str | None = None  # folder holding one sub-folder per collection
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: str | None = None  # JSON key file (see auth.py); None = no authentication
+    insecure: bool = False  # allow binding a non-loopback address without keys
+    max_batch_tokens: int = 8192  # padded tokens per forward batch
+    max_wait_ms: float = 2.0  # how long a batch waits for more requests
+    max_queue: int = 2048  # inputs waiting per model before 429
+    batching: bool = True  # False: one request per forward pass (for comparison)
+    max_inputs: int = 2048  # inputs per request
+    max_body_bytes: int = 16 * 1024 * 1024
+    auto_truncate: bool = False  # OpenAI / TEI default: cut over-long inputs instead of refusing them
+    graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_batch_tokens, self.max_wait_ms, self.max_queue, self.batching)
+
+
+class ServerState:
+    """What routes share; lives at `app.state.server`."""
+
+    def __init__(self, config: ServeConfig, registry: ModelRegistry, metrics: Metrics,
+                 keys: KeyStore | None = None, collections: Any = None):
+        self.config, self.registry, self.metrics = config, registry, metrics
+        self.keys, self.collections = keys, collections
+        self.started = time.time()
+
+
+def server_state(request: Request) -> ServerState:
+    """FastAPI dependency: the shared ServerState."""
+    return request.app.state.server
+
+
+def caller(request: Request) -> KeyRecord | None:
+    """The API key record of this request (None when the server has no keys)."""
+    return getattr(request.state, "key", None)
+
+
+def require_role(request: Request, role: str, collection: str | None = None) -> None:
+    """403 unless the caller's key has `role` (and a grant for `collection`); no-op without keys."""
+    rec = caller(request)
+    if rec is None:
+        return
+    if not rec.can(role):
+        raise APIError(403, f"this API key has role {rec.role!r}; this operation needs {role!r}", "forbidden",
+                       code="insufficient_role")
+    if collection is not None and not rec.sees(collection):
+        raise APIError(403, f"this API key is not granted collection {collection!r}", "forbidden",
+                       code="no_grant")
+
+
+async def off_loop(size: int, fn: Callable, *args: Any, **kw: Any) -> Any:
+    """Run a CPU-bound helper: inline when small, else in a worker thread (keeps the event loop free)."""
+    if size <= INLINE_CHARS:
+        return fn(*args, **kw)
+    return await run_in_threadpool(fn, *args, **kw)
+
+
+async def embed_checked(state: ServerState, model: EmbeddingModel, seqs: list[list[int]], *,
+                        normalize: bool | None, dimensions: int | None, dim_param: str = "dimensions") -> np.ndarray:
+    """model.embed with queue-full, shutdown and bad-dimensions turned into APIError."""
+    if dimensions is not None and not 0 < dimensions <= model.dim:
+        raise APIError(400, f"dimensions must be between 1 and {model.dim} for model {model.name}, got {dimensions}",
+                       param=dim_param, code="invalid_dimensions")
+    try:
+        return await model.embed(seqs, normalize=normalize, dimensions=dimensions)
+    except QueueFull as exc:
+        state.metrics.observe_rejected(model.name)
+        raise APIError(429, str(exc), "overloaded", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(exc.retry_after)}) from None
+    except Closed as exc:
+        raise APIError(503, f"{exc}; retry against another replica", "unhealthy", code="shutting_down") from None
+
+
+def too_long(exc: InputTooLong, status: int, param: str = "input") -> APIError:
+    """An APIError for an over-long input, at the status the API uses."""
+    return APIError(status, str(exc), "too_long", param=param, code="context_length_exceeded")
+
+
+def check_count(state: ServerState, n: int, status: int, param: str = "input") -> None:
+    """Refuse empty requests and requests with more inputs than --max-inputs."""
+    if n == 0:
+        raise APIError(400, f"'{param}' is empty; send at least one input", "empty", param=param)
+    if n > state.config.max_inputs:
+        raise APIError(status, f"{n} inputs in one request; this server takes at most {state.config.max_inputs} "
+                               "(split the request)", "validation", param=param, code="too_many_inputs")
