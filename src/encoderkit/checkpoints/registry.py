@@ -20,6 +20,13 @@ class Family:
     to_hf_config: Callable[[Any], dict]  # our config -> config.json dict (for writing back)
     modality: str = "text"  # what encode() takes: text | image | audio
     ignore_prefixes: tuple[str, ...] = ()  # checkpoint tensors that are heads, not backbone (not an error)
+    # Non-text families: (model folder, our config, modality) -> a preprocessing object for Encoder(processor=...)
+    make_processor: Callable[[Any, Any, str], Any] | None = None
+    # Dual encoders (CLIP, SigLIP): the modalities they embed, and (model, modality) -> that tower as a backbone
+    towers: tuple[str, ...] = ()
+    tower: Callable[[nn.Module, str], nn.Module] | None = None
+    # Old tensor names -> current ones (e.g. wav2vec2's weight_g / weight_v); applied before the key map
+    rename_state: Callable[[dict], dict] | None = None
 
 
 FAMILIES: dict[str, Family] = {}
@@ -34,6 +41,7 @@ def register(model_types: tuple[str, ...] | str, family: Family) -> None:
 def _ensure_registered() -> None:
     # Each family module registers itself on import.
     from encoderkit.checkpoints import bert_family  # noqa: F401
+    from encoderkit.checkpoints import vision_family  # noqa: F401
 
 
 def family_for(model_type: str | None, where: str = "config.json") -> Family:
