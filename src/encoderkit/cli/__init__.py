@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"encoderkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `encoderkit info | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

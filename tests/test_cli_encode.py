@@ -1,0 +1,89 @@
+"""The `encoderkit encode`, `info` and `demo` commands, run as a user would (subprocess, --json)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import encoderkit
+
+CLI = [sys.executable, "-m", "encoderkit.cli"]
+
+
+def run(*args, input=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, input=input, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return encoderkit.load("all-MiniLM-L6-v2")
+
+
+def test_encode_txt_npy_matches_python_api(tmp_path, enc):
+    src = tmp_path / "in.txt"
+    src.write_text("first line\n\nsecond line\nthird\n")
+    out = run("encode", str(src), "-o", str(tmp_path / "v.npy"), "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["count"] == 3 and summary["dim"] == 384
+    v = np.load(tmp_path / "v.npy")
+    assert np.abs(v - enc.encode(["first line", "second line", "third"])).max() <= 1e-5
+
+
+def test_encode_jsonl_csv_stdin_and_jsonl_output(tmp_path, enc):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "body": "alpha"}\n{"id": "b", "body": "beta"}\n')
+    out = run("encode", str(tmp_path / "in.jsonl"), "--field", "body", "-o", str(tmp_path / "v.jsonl"), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert np.abs(np.array(rows[1]["embedding"]) - enc.encode("beta")).max() <= 1e-5
+    (tmp_path / "in.csv").write_text('id,title\n1,"one, with comma"\n2,two\n')
+    out = run("encode", str(tmp_path / "in.csv"), "--column", "title", "-o", str(tmp_path / "c.npy"),
+              "--dimensions", "32", "--json")
+    assert out.returncode == 0, out.stderr
+    assert np.load(tmp_path / "c.npy").shape == (2, 32)
+    out = run("encode", "-", "-o", str(tmp_path / "s.npy"), "--precision", "ubinary", input="from stdin\n")
+    assert out.returncode == 0, out.stderr
+    assert np.load(tmp_path / "s.npy").shape == (1, 48)
+    assert "texts/s" in out.stderr  # throughput printed at the end
+
+
+def test_encode_bad_input_messages(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
+    out = run("encode", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.npy"))
+    assert out.returncode == 2 and "bad.jsonl:2" in out.stderr and "malformed" in out.stderr
+    assert not (tmp_path / "x.npy").exists()  # nothing half-written
+    out = run("encode", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "x.npy"))
+    assert out.returncode == 2 and "not found" in out.stderr
+    (tmp_path / "in.txt").write_text("x\n")
+    out = run("encode", str(tmp_path / "in.txt"), "-o", str(tmp_path / "x.bin"))
+    assert out.returncode == 2 and ".npy or .jsonl" in out.stderr
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    out = run("encode", str(tmp_path / "latin1.txt"), "-o", str(tmp_path / "x.npy"))
+    assert out.returncode == 2 and "UTF-8" in out.stderr
+
+
+def test_info_json():
+    out = run("info", "all-MiniLM-L6-v2", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["family"] == "bert" and info["layers"] == 6 and info["hidden_size"] == 384
+    assert info["embedding_size"] == 384 and info["max_length"] == 256 and info["pooling"] == "mean"
+    assert info["parameters"] == 22_565_376
+    bad = run("info", "/nonexistent/model")
+    assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+@pytest.mark.slow
+def test_demo_answers_questions_from_stdlib_docstrings():
+    out = run("demo", "--json", "-k", "5", "-q", "parse command line options and arguments",
+              "-q", "decode a base64 string")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["documents"] > 3000
+    hits = {r["question"]: [h["id"] for h in r["hits"]] for r in res["questions"]}
+    assert any(h.startswith(("argparse", "getopt", "optparse")) for h in hits["parse command line options and arguments"])
+    assert any(h.startswith(("base64", "binascii")) for h in hits["decode a base64 string"])
