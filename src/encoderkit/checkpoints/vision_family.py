@@ -155,7 +155,7 @@ def resnet_to_hf_config(cfg: ResNetConfig) -> dict:
 
 
 register("vit", Family("ViT", parse_vit_config, VisionTransformer, vit_key_map, "embeddings.cls_token",
-                       vit_to_hf_config, modality="image", ignore_prefixes=("pooler.", "classifier."),
+                       vit_to_hf_config, modality="image", pooling="cls", ignore_prefixes=("pooler.", "classifier."),
                        make_processor=image_processor))
 register("swin", Family("Swin", parse_swin_config, SwinModel, swin_key_map, "embeddings.patch_embeddings.projection.weight",
                         swin_to_hf_config, modality="image", ignore_prefixes=("classifier.",), make_processor=image_processor))

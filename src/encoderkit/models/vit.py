@@ -34,6 +34,7 @@ class ViTConfig:
     cls_token: bool = True  # prepend a learned [CLS] token (SigLIP has none)
     pre_norm: bool = False  # LayerNorm on the embeddings before the first layer (CLIP)
     final_norm: str = "all"  # "all": LN on every output token; "cls": only on the pooled CLS (CLIP); "none"
+    flat_embeddings: bool = False  # store CLS as (H,) and positions as (1 + N, H) (CLIP / SigLIP files) not (1, ., H)
     model_type: str = "vit"
     extra: dict = field(default_factory=dict)  # config.json fields kept for writing the checkpoint back
 
@@ -50,8 +51,9 @@ class VisionTransformer(nn.Module):
         self.config = cfg
         H = cfg.hidden_size
         self.patch = PatchEmbedding(cfg.num_channels, H, cfg.patch_size, bias=cfg.patch_bias)
-        self.cls = nn.Parameter(torch.zeros(1, 1, H)) if cfg.cls_token else None
-        self.position = nn.Parameter(torch.zeros(1, cfg.num_patches + int(cfg.cls_token), H))
+        n_pos = cfg.num_patches + int(cfg.cls_token)
+        self.cls = nn.Parameter(torch.zeros((H,) if cfg.flat_embeddings else (1, 1, H))) if cfg.cls_token else None
+        self.position = nn.Parameter(torch.zeros((n_pos, H) if cfg.flat_embeddings else (1, n_pos, H)))
         self.pre_norm = nn.LayerNorm(H, eps=cfg.layer_norm_eps) if cfg.pre_norm else None
         layers = [EncoderLayer(H, cfg.num_heads, cfg.intermediate_size, act=cfg.hidden_act, norm_first=True,
                                ln_eps=cfg.layer_norm_eps, bias=cfg.qkv_bias) for _ in range(cfg.num_layers)]
@@ -66,8 +68,8 @@ class VisionTransformer(nn.Module):
                              "preprocess them with the model's image processor")
         x, _ = self.patch(pixel_values)  # (B, N, H)
         if self.cls is not None:
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, H)
-        x = x + self.position
+            x = torch.cat([self.cls.view(1, 1, -1).expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, H)
+        x = x + self.position.view(1, -1, x.shape[-1])
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         x = self.encoder(x)
