@@ -148,7 +148,8 @@ class Encoder:
     def _prepare(self, inputs: Any, prompt: str | None, prompt_name: str | None, truncate: bool):
         """Validate inputs and turn them into (single?, items, lengths, collate) for the batching loop."""
         if self.processor is not None:
-            single = not isinstance(inputs, (list, tuple))
+            is_single = getattr(self.processor, "is_single", None)
+            single = is_single(inputs) if is_single is not None else not isinstance(inputs, (list, tuple))
             items = self.processor.prepare([inputs] if single else list(inputs))
             return single, items, [self.processor.length(it) for it in items], self.processor.collate
         single = isinstance(inputs, str)

@@ -42,7 +42,7 @@ def register(model_types: tuple[str, ...] | str, family: Family) -> None:
 def _ensure_registered() -> None:
     # Each family module registers itself on import.
     from encoderkit.checkpoints import bert_family  # noqa: F401
-    from encoderkit.checkpoints import clip_family, deberta_family, vision_family  # noqa: F401
+    from encoderkit.checkpoints import audio_family, clip_family, deberta_family, vision_family  # noqa: F401
 
 
 def family_for(model_type: str | None, where: str = "config.json") -> Family:

@@ -81,6 +81,20 @@ def load_audio(obj: Any, index: int = 0, sampling_rate: int = 16000) -> np.ndarr
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def is_single_audio(inputs: Any) -> bool:
+    """True when `inputs` is one waveform (array, (array, rate) pair, dict, path, or a list of numbers)
+    rather than a list of them."""
+    if isinstance(inputs, (str, Path, dict)):
+        return True
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        return inputs.ndim <= 1 or (inputs.ndim == 2 and 1 in inputs.shape)
+    if isinstance(inputs, tuple) and len(inputs) == 2 and np.isscalar(inputs[1]) and not np.isscalar(inputs[0]):
+        return True
+    if isinstance(inputs, (list, tuple)):
+        return len(inputs) > 0 and all(isinstance(v, (int, float, np.number)) for v in inputs[:8])
+    return True
+
+
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     """Slaney's Mel scale: linear below 1 kHz (3 / 200 Mel per Hz), logarithmic above."""
     f = np.asarray(f, dtype=np.float64)
@@ -156,6 +170,9 @@ class LogMelProcessor:
             out.append((self(wave), min(len(wave), self.n_samples)))
         return out
 
+    def is_single(self, inputs: Any) -> bool:
+        return is_single_audio(inputs)
+
     def length(self, item: tuple[np.ndarray, int]) -> int:
         return item[1]
 
@@ -192,6 +209,9 @@ class WaveformProcessor:
 
     def prepare(self, inputs: list) -> list[np.ndarray]:
         return [self(load_audio(obj, i, self.sampling_rate)) for i, obj in enumerate(inputs)]
+
+    def is_single(self, inputs: Any) -> bool:
+        return is_single_audio(inputs)
 
     def length(self, item: np.ndarray) -> int:
         return len(item)

@@ -167,6 +167,12 @@ class ImageProcessor:
         """Decode and preprocess every input; an undecodable or non-image input raises naming its index."""
         return [self(load_image(x, i)) for i, x in enumerate(inputs)]
 
+    def is_single(self, inputs: Any) -> bool:
+        """One image (PIL, path, bytes, (H, W[, C]) array) or a batch (list / tuple / (N, H, W, C) array)."""
+        if isinstance(inputs, (np.ndarray, torch.Tensor)):
+            return inputs.ndim <= 3
+        return not isinstance(inputs, (list, tuple))
+
     def length(self, item: np.ndarray) -> int:
         return 1
 
