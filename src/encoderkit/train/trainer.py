@@ -254,6 +254,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self._bad_epochs = 0
         self.stop_reason = ""
+        self.should_stop = False  # a callback may set this to end fit() after the current epoch
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
@@ -334,7 +335,7 @@ class Trainer:
                 model.check_input(_first_tensor(batch))
             loss, parts = self._loss(batch)
             if not torch.isfinite(loss):
-                self._diverged(f"loss is {float(loss)}")
+                self._diverged(f"loss is {float(loss.detach())}")
             (loss / cfg.grad_accum).backward()
             micro += 1
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
@@ -410,6 +411,9 @@ class Trainer:
                 for cb in self.callbacks:
                     cb(self, rec)
                 log.info("epoch %d: %s", self.epoch, {k: round(v, 5) for k, v in rec.items() if isinstance(v, float)})
+                if self.should_stop:
+                    self.stop_reason = self.stop_reason or f"stopped by a callback after epoch {self.epoch}"
+                    break
                 if stop:
                     self.stop_reason = (f"early stopping: {cfg.monitor} did not improve for "
                                         f"{cfg.early_stopping_patience} epochs (best at epoch {self.best_epoch})")
