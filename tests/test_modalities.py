@@ -167,3 +167,56 @@ def test_codebert_is_a_roberta_checkpoint(tmp_path):
         h = ref(input_ids=x, attention_mask=mask).last_hidden_state
     want = ((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
     assert np.abs(got - want).max() <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- zero-shot
+def test_zero_shot_with_clip_equals_the_reference_softmax(tmp_path):
+    from encoderkit.tasks.zero_shot import ZeroShotClassifier
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["a", "photo", "of", "cat", "dog", "bird"]
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3, **{w: i + 4 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(0)
+    cfg = transformers.CLIPConfig(text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                   intermediate_size=40, vocab_size=len(vocab), eos_token_id=3,
+                                                   pad_token_id=0, max_position_embeddings=16),
+                                  vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                     intermediate_size=40, image_size=32, patch_size=8), projection_dim=16)
+    ref = transformers.CLIPModel(cfg).eval()
+    ref.save_pretrained(tmp_path)
+    proc = transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(tmp_path)
+    labels = ["cat", "dog", "bird"]
+    clf = ZeroShotClassifier.from_pretrained(tmp_path, template="a photo of a {}")
+    imgs = [_img(0), _img(1, (50, 70))]
+    res = clf(imgs, labels)
+    ids = [tok.encode(f"a photo of a {lab}").ids for lab in labels]
+    with torch.no_grad():
+        out = ref(input_ids=torch.tensor(ids), pixel_values=proc(images=imgs, return_tensors="pt")["pixel_values"])
+    want = out.logits_per_image.softmax(-1).numpy()
+    assert np.abs(res.scores - want).max() <= 1e-5
+    assert res.predictions == [labels[i] for i in want.argmax(1)]
+
+
+def test_zero_shot_with_a_text_encoder_and_the_cli(capsys):
+    """Text-only zero-shot with the real all-MiniLM-L6-v2 (from its PyPI package), through the CLI."""
+    import json
+
+    from encoderkit.cli import main
+
+    try:
+        encoderkit.load()
+    except Exception as exc:  # the packaged default model is absent
+        pytest.skip(f"default model not available: {exc}")
+    texts = ["The striker scored twice in the cup final.", "Whisk the eggs, then fold in the flour and bake.",
+             "The central bank raised interest rates again."]
+    code = main(["classify", "-m", "sentence-transformers/all-MiniLM-L6-v2", "--labels", "football,baking,economics",
+                 "--template", "This text is about {}.", "--top-k", "2", "--json", *texts])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in out["results"]] == ["football", "baking", "economics"]
+    assert all(len(r["top"]) == 2 for r in out["results"])
