@@ -40,6 +40,7 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     auto_truncate: bool = False  # OpenAI / TEI default: cut over-long inputs instead of refusing them
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
+    switch_interval: float = 0.0005  # sys.setswitchinterval for `run` (see app.run)
 
     @property
     def limits(self) -> Limits:

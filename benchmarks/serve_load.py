@@ -1,0 +1,150 @@
+"""Load benchmark for `encoderkit serve` (not a test): N concurrent clients on loopback send short texts to
+/v1/embeddings; throughput and p50/p99 latency with dynamic batching vs the same model served one request
+at a time (--no-batching), measured in the same run, plus the p50 latency of a single short request alone.
+
+    .venv/bin/python benchmarks/serve_load.py [--clients 32] [--seconds 15] [--model all-MiniLM-L6-v2]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+
+from encoderkit.serve.testing import free_port
+
+WORDS = "the cat sat on a mat while arctic terns fly from pole to pole and markets rise and fall".split()
+
+
+def short_text(i: int) -> str:
+    """A short text (6-12 words), different for each request."""
+    rng = np.random.default_rng(i)
+    return f"{i} " + " ".join(rng.choice(WORDS, size=int(rng.integers(6, 13))))
+
+
+class Server:
+    """`encoderkit serve` in a subprocess on a free loopback port."""
+
+    def __init__(self, model: str, extra: list[str], threads: int | None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "encoderkit.cli", "serve", "--model", model, "--port", str(self.port),
+               "--log-level", "warning", *extra]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start within 180 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(self.url + "/metrics").text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+
+async def load(url: str, model: str, clients: int, seconds: float, warmup: float = 2.0) -> dict:
+    """`clients` concurrent closed-loop clients for `seconds`; latency of the requests after warm-up."""
+    lat: list[float] = []
+    errors = 0
+    counter = iter(range(10**9))
+    t_start = time.perf_counter()
+    t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_end:
+                return
+            r = await c.post("/v1/embeddings", json={"model": model, "input": short_text(next(counter)),
+                                                     "encoding_format": "base64"})
+            t1 = time.perf_counter()
+            if r.status_code != 200:
+                errors += 1
+            elif t0 >= t_measure:
+                lat.append(t1 - t0)
+
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
+        await asyncio.gather(*[client(c) for _ in range(clients)])
+    arr = np.array(lat) * 1000
+    return {"clients": clients, "requests": len(lat), "errors": errors, "rps": len(lat) / seconds,
+            "p50_ms": float(np.percentile(arr, 50)) if len(arr) else None,
+            "p99_ms": float(np.percentile(arr, 99)) if len(arr) else None}
+
+
+def single_latency(url: str, model: str, n: int = 100) -> dict:
+    """p50 / p99 of one short request at a time (nothing else in flight)."""
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i in range(10):
+            c.post("/v1/embeddings", json={"model": model, "input": short_text(i)})
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            r = c.post("/v1/embeddings", json={"model": model, "input": short_text(10**6 + i)})
+            lat.append(time.perf_counter() - t0)
+            r.raise_for_status()
+    arr = np.array(lat) * 1000
+    return {"requests": n, "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per configuration")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in the server (default: its choice)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    out: dict = {"model": args.model, "cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
+    with Server(args.model, [], args.threads) as srv:
+        out["single"] = single_latency(srv.url, args.model)
+        out["batched"] = asyncio.run(load(srv.url, args.model, args.clients, args.seconds))
+        n = srv.metric("encoderkit_batch_requests_count")
+        out["batched"]["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") / n) if n else None
+    with Server(args.model, ["--no-batching"], args.threads) as srv:
+        out["one_at_a_time"] = asyncio.run(load(srv.url, args.model, args.clients, args.seconds))
+    b, o = out["batched"], out["one_at_a_time"]
+    out["throughput_ratio"] = b["rps"] / o["rps"] if o["rps"] else None
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"model {args.model}, {out['cpus']} CPUs, load average {out['load_avg_1m']:.1f}, {args.clients} clients, "
+          f"{args.seconds:.0f} s each")
+    print(f"{'':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, r in (("dynamic batch", b), ("one at a time", o)):
+        print(f"{name:<16}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
+    print(f"throughput ratio (batched / one at a time): {out['throughput_ratio']:.2f}x (goal >= 3x); "
+          f"mean requests per batch {b['mean_requests_per_batch']:.1f}")
+    print(f"single short request alone: p50 {out['single']['p50_ms']:.1f} ms, p99 {out['single']['p99_ms']:.1f} ms "
+          "(goal p50 < 20 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
