@@ -206,3 +206,36 @@ def test_tei_rerank_info_health(server):
     assert httpx.get(server.url + "/health").status_code == 200
     r = httpx.get(server.url + "/no/such/route")
     assert r.status_code == 404 and r.json()["error_type"] == "NotFound"
+
+
+def test_model_names_and_prompts(server, enc):
+    reg = server.app.state.server.registry
+    m = reg.get(None)
+    for name in ("all-minilm", "all-minilm:latest", "ALL-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2",
+                 "all-MiniLM-L6-v2:latest"):
+        assert reg.get(name) is m, name
+    assert reg.get("all-minilm:v2") is None and reg.get("bert-base") is None
+    enc.prompts["query"] = "query: "  # a model with prompts: TEI's prompt_name prefixes the text
+    try:
+        r = httpx.post(server.url + "/embed", json={"inputs": ["heaps"], "prompt_name": "query"})
+        assert np.abs(np.array(r.json()) - enc.encode(["heaps"], prompt_name="query")).max() <= 1e-5
+        assert np.abs(np.array(r.json()) - enc.encode(["heaps"])).max() > 1e-3
+    finally:
+        del enc.prompts["query"]
+    r = httpx.post(server.url + "/api/embed", json={"model": "all-minilm", "input": ["heaps"], "dimensions": 16})
+    assert np.abs(np.array(r.json()["embeddings"]) - enc.encode(["heaps"], dimensions=16)).max() <= 1e-5
+
+
+def test_model_failure_is_reported_in_each_format(server, monkeypatch):
+    m = server.app.state.server.registry.get(None)
+
+    def broken(seqs):
+        raise RuntimeError("simulated backend failure")
+
+    monkeypatch.setattr(m.batcher, "run_batch", broken)
+    r = httpx.post(server.url + "/embed", json={"inputs": "x"})
+    assert r.status_code == 424 and r.json()["error_type"] == "Backend"
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": "all-minilm", "input": "x"})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "model_error"
+    monkeypatch.undo()
+    assert httpx.post(server.url + "/embed", json={"inputs": "x"}).status_code == 200

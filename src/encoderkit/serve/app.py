@@ -167,6 +167,12 @@ def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None
     async def _invalid(request: Request, exc: RequestValidationError):
         return _validation_error(request, exc)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return error_response(request.url.path, APIError(500, f"internal error ({type(exc).__name__}); see the "
+                                                              "server log", "backend", code="internal_error"))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = "not_found" if exc.status_code == 404 else "validation"

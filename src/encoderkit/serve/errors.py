@@ -55,8 +55,10 @@ def error_body(api: str, err: APIError) -> dict[str, Any]:
 
 
 def error_response(path: str, err: APIError) -> JSONResponse:
-    """A JSONResponse for `err` in the format of the API `path` belongs to."""
-    return JSONResponse(error_body(api_of(path), err), status_code=err.status, headers=err.headers)
+    """A JSONResponse for `err` in the format of the API `path` belongs to (TEI reports model failures as 424)."""
+    api = api_of(path)
+    status = 424 if api == "tei" and err.kind == "backend" and err.status == 500 else err.status
+    return JSONResponse(error_body(api, err), status_code=status, headers=err.headers)
 
 
 # ------------------------------------------------------------------ schemas, for the OpenAPI document

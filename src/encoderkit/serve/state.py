@@ -101,6 +101,9 @@ async def embed_checked(state: ServerState, model: EmbeddingModel, seqs: list[li
                        headers={"Retry-After": str(exc.retry_after)}) from None
     except Closed as exc:
         raise APIError(503, f"{exc}; retry against another replica", "unhealthy", code="shutting_down") from None
+    except Exception as exc:  # the forward pass failed (logged by the batcher)
+        raise APIError(500, f"model {model.name} failed: {type(exc).__name__}: {exc}; see the server log",
+                       "backend", code="model_error") from None
 
 
 def too_long(exc: InputTooLong, status: int, param: str = "input") -> APIError:

@@ -20,6 +20,7 @@ class LiveServer:
     def __init__(self, app: Any, port: int | None = None, log_level: str = "warning", **uvicorn_kw: Any):
         import uvicorn
 
+        self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level, **uvicorn_kw)

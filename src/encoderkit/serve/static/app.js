@@ -1,0 +1,441 @@
+/* encoderkit web page: pick a collection, search it, read the results, open the map (map.js).
+   Plain browser JavaScript, no build step. Every server answer goes through api(); every failure through
+   showError(), which turns HTTP statuses into sentences: the page never goes blank. */
+"use strict";
+
+const EK = (window.EK = {
+  key: sessionStorage.getItem("encoderkit.apiKey") || "",
+  collection: "",
+  stats: null,
+  last: null, // {query, mode, hits, byExample}
+});
+
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+EK.el = el;
+
+/* ------------------------------------------------------------------ messages */
+function showMessage(text, kind = "error") {
+  const box = $("#message");
+  box.textContent = text;
+  box.className = kind;
+  box.hidden = false;
+}
+function clearMessage() {
+  $("#message").hidden = true;
+  $("#message").textContent = "";
+}
+EK.showMessage = showMessage;
+EK.clearMessage = clearMessage;
+
+class ApiError extends Error {
+  constructor(status, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/* One request to the server; resolves to the JSON body or throws an ApiError with a readable message. */
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (EK.key) headers.Authorization = "Bearer " + EK.key;
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ApiError(0, "Cannot reach the server (" + e.message + "). Is encoderkit serve still running?");
+  }
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+  if (resp.ok) {
+    if (data === null) throw new ApiError(resp.status, "The server sent an answer this page cannot read (not JSON).");
+    return data;
+  }
+  let msg = "";
+  if (data && typeof data.error === "string") msg = data.error;
+  else if (data && data.error && data.error.message) msg = data.error.message;
+  else if (data && typeof data.detail === "string") msg = data.detail;
+  else if (text && !/^\s*</.test(text)) msg = text.slice(0, 300); // never dump an HTML error page
+  throw new ApiError(resp.status, msg || resp.statusText || "no details", resp.headers.get("Retry-After"));
+}
+EK.api = api;
+
+/* Turn a failure into a sentence on the page; `what` says what the page was doing. */
+function showError(err, what) {
+  if (!(err instanceof ApiError)) {
+    console.error(err);
+    showMessage(`Something went wrong while ${what}: ${err && err.message ? err.message : err}. Reload the page to retry.`);
+    return;
+  }
+  const s = err.status;
+  if (s === 401) {
+    showKeyForm(true);
+    showMessage(EK.key
+      ? `The API key was refused (${err.message}). Enter a valid key above.`
+      : `This server needs an API key: enter it above. (${err.message})`);
+  } else if (s === 403) {
+    showMessage(`This API key is not allowed to do that: ${err.message}. Ask the operator for a key with access.`);
+  } else if (s === 404 && EK.collection && /collection/i.test(err.message) && !/document/i.test(err.message)) {
+    const gone = EK.collection;
+    showMessage(`The collection “${gone}” no longer exists (it may have been dropped) — pick another one.`);
+    EK.collection = "";
+    loadCollections(true);
+  } else if (s === 0) {
+    showMessage(err.message);
+  } else if (s === 429) {
+    showMessage(`The server is busy; try again${err.retryAfter ? " in " + err.retryAfter + " s" : " shortly"}. (${err.message})`);
+  } else if (s >= 500) {
+    showMessage(`The server failed while ${what} (HTTP ${s}${err.message && err.message !== "no details" ? ": " + err.message : ""}). Try again; if it keeps failing, check the server log.`);
+  } else {
+    showMessage(`The server refused ${what} (HTTP ${s}): ${err.message}`);
+  }
+}
+EK.showError = showError;
+
+/* ------------------------------------------------------------------ API key */
+function showKeyForm(open) {
+  $("#key-form").hidden = !open;
+  $("#key-button").setAttribute("aria-expanded", String(open));
+  if (open) $("#api-key").focus();
+}
+function setupKey() {
+  $("#key-button").addEventListener("click", () => showKeyForm($("#key-form").hidden));
+  $("#key-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const key = $("#api-key").value.trim();
+    if (!key) { showMessage("Type the API key first (it starts with ek-)."); return; }
+    EK.key = key;
+    sessionStorage.setItem("encoderkit.apiKey", key);
+    $("#api-key").value = "";
+    clearMessage();
+    showKeyForm(false);
+    loadCollections();
+  });
+  $("#key-forget").addEventListener("click", () => {
+    EK.key = "";
+    sessionStorage.removeItem("encoderkit.apiKey");
+    showMessage("The key is forgotten for this tab.", "info");
+  });
+}
+
+/* ------------------------------------------------------------------ collections and stats */
+async function loadCollections(keepMessage = false) {
+  const sel = $("#collection");
+  let data;
+  try {
+    data = await api("GET", "/collections");
+  } catch (err) {
+    sel.replaceChildren(el("option", { value: "", text: "(none)" }));
+    sel.disabled = true;
+    if (err.status === 404) showMessage("This server has no collection store: start it with --store DIR.");
+    else if (!keepMessage || err.status === 401) showError(err, "listing the collections");
+    return;
+  }
+  if (!keepMessage) clearMessage();
+  const names = data.collections.map((c) => c.name);
+  sel.replaceChildren(...data.collections.map((c) =>
+    el("option", { value: c.name, text: `${c.name} (${c.documents} docs)` })));
+  sel.disabled = names.length === 0;
+  if (!names.length) {
+    sel.append(el("option", { value: "", text: "(no collections)" }));
+    showMessage("This server has no collections yet: create one (POST /collections) and add documents.", "info");
+    renderStats(null);
+    return;
+  }
+  const wanted = sessionStorage.getItem("encoderkit.collection");
+  const name = names.includes(EK.collection) ? EK.collection : names.includes(wanted) ? wanted : names[0];
+  sel.value = name;
+  await selectCollection(name);
+}
+
+async function selectCollection(name) {
+  EK.collection = name;
+  sessionStorage.setItem("encoderkit.collection", name);
+  EK.last = null;
+  $("#results").replaceChildren();
+  $("#results-summary").textContent = `Search “${name}”.`;
+  if (EK.map) EK.map.reset();
+  try {
+    EK.stats = await api("GET", `/collections/${encodeURIComponent(name)}/stats`);
+  } catch (err) {
+    showError(err, `opening “${name}”`);
+    return;
+  }
+  renderStats(EK.stats);
+  refreshFieldChoices();
+  const canRerank = EK.stats.rerank_models.length > 0;
+  $("#rerank").disabled = !canRerank;
+  $("#rerank-label").title = canRerank ? "rerank the top results with " + EK.stats.rerank_models[0]
+    : "this server has no rerank model (start it with --rerank-model)";
+  if (EK.map && EK.map.visible()) EK.map.load();
+}
+
+function fmtBytes(n) {
+  const u = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+function renderStats(s) {
+  const box = $("#stats");
+  if (!s) { box.replaceChildren(); return; }
+  const when = s.updated ? new Date(s.updated).toLocaleString() : "never";
+  const items = [["documents", s.documents.toLocaleString()], ["model", s.model], ["index", s.index],
+    ["embedding size", String(s.dim)], ["metric", s.metric], ["on disk", fmtBytes(s.bytes)], ["last update", when]];
+  box.replaceChildren(el("dl", { class: "stats" }, ...items.flatMap(([k, v]) =>
+    [el("div", { "data-stat": k }, el("dt", { text: k }), el("dd", { text: v }))])));
+}
+
+/* ------------------------------------------------------------------ filters */
+const OPS = [["=", "$eq"], ["≠", "$ne"], [">", "$gt"], ["≥", "$gte"], ["<", "$lt"], ["≤", "$lte"], ["in", "$in"]];
+
+function refreshFieldChoices() {
+  const fields = Object.keys((EK.stats && EK.stats.fields) || {});
+  for (const sel of document.querySelectorAll(".filter-field")) {
+    const cur = sel.value;
+    sel.replaceChildren(...fields.map((f) => el("option", { value: f, text: f })));
+    if (fields.includes(cur)) sel.value = cur;
+    sel.dispatchEvent(new Event("change"));
+  }
+  if (EK.map) EK.map.setFields(EK.stats ? EK.stats.fields : {});
+}
+
+function addFilter() {
+  const fields = Object.keys((EK.stats && EK.stats.fields) || {});
+  if (!fields.length) { showMessage("This collection has no metadata fields to filter on.", "info"); return; }
+  const n = document.querySelectorAll(".filter").length + 1;
+  const field = el("select", { class: "filter-field", "aria-label": `filter ${n} field` },
+    ...fields.map((f) => el("option", { value: f, text: f })));
+  const op = el("select", { class: "filter-op", "aria-label": `filter ${n} operator` },
+    ...OPS.map(([t, v]) => el("option", { value: v, text: t })));
+  const listId = `filter-values-${n}-${Date.now()}`;
+  const values = el("datalist", { id: listId });
+  const value = el("input", { class: "filter-value", "aria-label": `filter ${n} value`, list: listId,
+    placeholder: "value" });
+  field.addEventListener("change", () => {
+    const info = EK.stats.fields[field.value] || {};
+    values.replaceChildren(...(info.values || []).map((v) => el("option", { value: String(v) })));
+    value.placeholder = info.type === "number" ? `${info.min} … ${info.max}` : "value";
+  });
+  const row = el("div", { class: "filter" }, field, op, value, values,
+    el("button", { type: "button", class: "remove", "aria-label": `remove filter ${n}`, text: "✕",
+      onclick: () => row.remove() }));
+  $("#filters").append(row);
+  field.dispatchEvent(new Event("change"));
+  field.focus();
+}
+
+function parseValue(raw, type) {
+  const t = raw.trim();
+  if (type === "number" && t !== "" && !isNaN(Number(t))) return Number(t);
+  if (type === "boolean" && /^(true|false)$/i.test(t)) return t.toLowerCase() === "true";
+  return t;
+}
+
+/* The `where` filter of the filter rows, or null; throws a readable Error on an incomplete row. */
+function buildWhere() {
+  const conds = [];
+  for (const row of document.querySelectorAll(".filter")) {
+    const f = row.querySelector(".filter-field").value;
+    const op = row.querySelector(".filter-op").value;
+    const raw = row.querySelector(".filter-value").value;
+    const type = ((EK.stats.fields || {})[f] || {}).type;
+    if (!raw.trim()) throw new Error(`the filter on “${f}” has no value: type one or remove the filter`);
+    const v = op === "$in" ? raw.split(",").map((x) => parseValue(x, type)) : parseValue(raw, type);
+    conds.push({ [f]: { [op]: v } });
+  }
+  if (!conds.length) return null;
+  return conds.length === 1 ? conds[0] : { $and: conds };
+}
+EK.buildWhere = buildWhere;
+
+/* ------------------------------------------------------------------ search */
+async function search(ev) {
+  if (ev) ev.preventDefault();
+  const query = $("#query").value.trim();
+  if (!EK.collection) { showMessage("Pick a collection first.", "info"); return; }
+  if (!query) {
+    showMessage("The search box is empty: type what you are looking for, then press Enter.", "info");
+    $("#query").focus();
+    return;
+  }
+  let where;
+  try { where = buildWhere(); } catch (e) { showMessage("Cannot search yet: " + e.message + ".", "info"); return; }
+  const mode = document.querySelector("input[name=mode]:checked").value;
+  const body = { query, mode, k: Number($("#k").value), where, rerank: $("#rerank").checked && !$("#rerank").disabled };
+  const name = EK.collection;
+  $("#search-button").disabled = true;
+  $("#results-summary").textContent = "Searching…";
+  try {
+    const t0 = performance.now();
+    const data = await api("POST", `/collections/${encodeURIComponent(name)}/search`, body);
+    clearMessage();
+    EK.last = { query, mode, hits: data.hits, byExample: null };
+    renderResults(data.hits, `${data.hits.length} results for “${query}” (${mode}${body.rerank ? ", reranked" : ""}` +
+      `${where ? ", filtered" : ""}) in ${Math.round(performance.now() - t0)} ms`);
+    if (EK.map) EK.map.markQuery();
+  } catch (err) {
+    $("#results-summary").textContent = "No results: see the message above.";
+    showError(err, "searching");
+  } finally {
+    $("#search-button").disabled = false;
+  }
+}
+
+async function moreLikeThis(id) {
+  const name = EK.collection;
+  let where;
+  try { where = buildWhere(); } catch (e) { showMessage("Cannot search yet: " + e.message + ".", "info"); return; }
+  try {
+    const data = await api("POST", `/collections/${encodeURIComponent(name)}/similar`,
+      { id, k: Number($("#k").value), where });
+    clearMessage();
+    EK.last = { query: null, mode: "vector", hits: data.hits, byExample: id };
+    renderResults(data.hits, `${data.hits.length} documents like “${id}”`);
+    selectTab("results");
+    if (EK.map) EK.map.markQuery();
+  } catch (err) {
+    showError(err, `finding documents like “${id}”`);
+  }
+}
+EK.moreLikeThis = moreLikeThis;
+
+/* ------------------------------------------------------------------ result cards */
+const WORD = /[\p{L}\p{N}_]+/gu;
+function stem(w) {
+  w = w.toLowerCase();
+  for (const suf of ["ing", "ed", "es", "ly", "s"]) {
+    if (w.length - suf.length >= 3 && w.endsWith(suf)) return w.slice(0, -suf.length);
+  }
+  return w;
+}
+function termMatcher(query) {
+  const stems = new Set((query.match(WORD) || []).map(stem));
+  return (word) => {
+    const s = stem(word);
+    if (stems.has(s)) return true;
+    for (const t of stems) if (t.length >= 4 && s.startsWith(t)) return true;
+    return false;
+  };
+}
+
+/* Text as nodes with the matched words in <mark> (built from text nodes: document text is never HTML). */
+function highlighted(text, match) {
+  const out = document.createDocumentFragment();
+  if (!match) { out.append(text); return out; }
+  let last = 0;
+  for (const m of text.matchAll(WORD)) {
+    if (!match(m[0])) continue;
+    out.append(text.slice(last, m.index), el("mark", { text: m[0] }));
+    last = m.index + m[0].length;
+  }
+  out.append(text.slice(last));
+  return out;
+}
+
+function snippet(text, match, size = 320) {
+  if (text.length <= size) return text;
+  let start = 0;
+  if (match) {
+    for (const m of text.matchAll(WORD)) if (match(m[0])) { start = Math.max(0, m.index - 80); break; }
+  }
+  const end = Math.min(text.length, start + size);
+  return (start > 0 ? "… " : "") + text.slice(start, end) + (end < text.length ? " …" : "");
+}
+
+const IMAGE_FIELDS = ["thumbnail", "thumb", "image_url", "image", "img"];
+function imageOf(meta) {
+  for (const f of IMAGE_FIELDS) {
+    const v = meta && meta[f];
+    if (typeof v === "string" && /^(data:image\/|https?:\/\/)/.test(v)) return v;
+  }
+  return null;
+}
+EK.imageOf = imageOf;
+
+function metaList(meta) {
+  const entries = Object.entries(meta || {}).filter(([k]) => !IMAGE_FIELDS.includes(k));
+  if (!entries.length) return null;
+  return el("dl", { class: "meta" }, ...entries.map(([k, v]) => el("div", {},
+    el("dt", { text: k }), el("dd", { text: typeof v === "object" ? JSON.stringify(v) : String(v) }))));
+}
+EK.metaList = metaList;
+
+function fmtScore(v) {
+  if (v === null || v === undefined) return "–";
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(3);
+}
+
+function renderResults(hits, summary) {
+  $("#results-summary").textContent = summary;
+  const last = EK.last || {};
+  const match = last.query && last.mode !== "vector" ? termMatcher(last.query) : null;
+  const cards = hits.map((h, i) => {
+    const img = imageOf(h.metadata);
+    const stages = Object.entries(h.scores || {}).map(([k, v]) => `${k} ${fmtScore(v)}`).join(" · ");
+    const full = h.text.length > 320 ? el("details", {}, el("summary", { text: "full text" }),
+      el("p", { class: "full" }, highlighted(h.text, match))) : null;
+    return el("li", { class: "card", "data-id": h.id },
+      img ? el("img", { class: "thumb", src: img, alt: `image of ${h.id}`, loading: "lazy" }) : null,
+      el("div", { class: "body" },
+        el("div", { class: "head" }, el("span", { class: "rank", text: `#${i + 1}` }),
+          el("span", { class: "doc-id", text: h.id }),
+          el("span", { class: "score", title: stages, text: `score ${fmtScore(h.score)}` })),
+        el("p", { class: "text" }, highlighted(snippet(h.text, match), match)),
+        full,
+        stages ? el("p", { class: "stages hint", text: stages }) : null,
+        metaList(h.metadata),
+        el("button", { type: "button", class: "more", text: "More like this",
+          "aria-label": `more like ${h.id}`, onclick: () => moreLikeThis(h.id) })));
+  });
+  $("#results").replaceChildren(...cards);
+  if (!hits.length) $("#results").append(el("li", { class: "empty", text:
+    "Nothing matched. Try other words, another mode, or fewer filters." }));
+}
+
+/* ------------------------------------------------------------------ tabs and start-up */
+function selectTab(which) {
+  for (const t of ["results", "map"]) {
+    const on = t === which;
+    $(`#tab-${t}`).setAttribute("aria-selected", String(on));
+    $(`#tab-${t}`).tabIndex = on ? 0 : -1;
+    $(`#${t}-view`).hidden = !on;
+  }
+  if (which === "map" && EK.map) EK.map.load();
+}
+EK.selectTab = selectTab;
+
+function start() {
+  setupKey();
+  $("#search-form").addEventListener("submit", search);
+  $("#add-filter").addEventListener("click", addFilter);
+  $("#collection").addEventListener("change", (ev) => { clearMessage(); selectCollection(ev.target.value); });
+  $("#tab-results").addEventListener("click", () => selectTab("results"));
+  $("#tab-map").addEventListener("click", () => selectTab("map"));
+  $(".tabs").addEventListener("keydown", (ev) => {
+    if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight") return;
+    const next = $("#tab-results").getAttribute("aria-selected") === "true" ? "map" : "results";
+    selectTab(next);
+    $(`#tab-${next}`).focus();
+  });
+  window.addEventListener("error", (ev) => showMessage("The page hit an error: " + ev.message + ". Reload to retry."));
+  window.addEventListener("unhandledrejection", (ev) => showError(ev.reason, "working"));
+  loadCollections();
+}
+document.addEventListener("DOMContentLoaded", start);

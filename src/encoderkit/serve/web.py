@@ -1,0 +1,336 @@
+"""The web page of `encoderkit serve`: static files (served at `/` to browsers and under `/ui/`, without an
+API key since they hold no data) and the JSON routes the page needs beyond the collection API: stats, the
+2-D map of a collection, a query's place on that map, and "more like this". `mount_web(app)` adds both."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from encoderkit.serve.errors import APIError, TEIError, error_responses
+from encoderkit.serve.state import ServerState, embed_checked, require_role, server_state
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
+_SECURITY = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+             (b"x-frame-options", b"DENY"),
+             (b"content-security-policy", b"default-src 'self'; img-src 'self' data: https: http:; "
+                                          b"style-src 'self'; script-src 'self'; connect-src 'self'; "
+                                          b"frame-ancestors 'none'")]
+SNIPPET = 240  # characters of text sent per map point
+MAX_MAP_POINTS = 20000
+
+router = APIRouter(tags=["Web page"], responses=error_responses(TEIError, 400, 401, 403, 404, 413, 422, 424, 429))
+
+
+# ------------------------------------------------------------------ static files
+def _load_static(folder: Path) -> dict[str, tuple[bytes, str]]:
+    """Every file of the static folder, by URL path (/ui/NAME), read once."""
+    if not (folder / "index.html").is_file():
+        raise FileNotFoundError(f"the web page files are missing from {folder}; reinstall encoderkit")
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix in _TYPES:
+            files[f"/ui/{p.name}"] = (p.read_bytes(), _TYPES[p.suffix])
+    return files
+
+
+class WebPageMiddleware:
+    """Outermost ASGI layer: GET/HEAD `/` from a browser (Accept: text/html) gets the page, `/ui/*` its files;
+    everything else (API clients asking `/` included) goes on to the app and its API-key check."""
+
+    def __init__(self, app: Any, folder: Path = STATIC):
+        self.app = app
+        self.files = _load_static(folder)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            path = scope["path"]
+            if path == "/":
+                accept = dict(scope.get("headers", [])).get(b"accept", b"")
+                if b"text/html" in accept:
+                    return await self._send(scope, send, *self.files["/ui/index.html"])
+            elif path.startswith("/ui/"):
+                found = self.files.get(path)
+                if found is None:
+                    body = f"no file {path} in the web page; the page is at /".encode()
+                    return await self._send(scope, send, body, "text/plain; charset=utf-8", 404)
+                return await self._send(scope, send, *found)
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _send(scope: dict, send: Any, body: bytes, ctype: str, status: int = 200) -> None:
+        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()),
+                   (b"cache-control", b"no-cache"), *_SECURITY]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def mount_web(app: Any, folder: Path = STATIC) -> None:
+    """Add the page and its routes to an encoderkit app; call after the app's own middleware is added, so the
+    page's static files are served before the API-key check (the data routes still need a key). Idempotent."""
+    if getattr(app.state, "web_mounted", False):
+        return
+    app.state.web_mounted = True
+    app.include_router(router)
+    app.add_middleware(WebPageMiddleware, folder=folder)
+
+
+# ------------------------------------------------------------------ schemas
+class FieldSummary(BaseModel):
+    type: str = Field(description="number, string, boolean or mixed")
+    count: int = Field(description="documents of the sample that have this field")
+    values: list[Any] = Field(default_factory=list, description="its most frequent values (strings, booleans)")
+    min: float | None = None
+    max: float | None = None
+
+
+class Stats(BaseModel):
+    name: str
+    model: str
+    dim: int
+    metric: str
+    index: str
+    documents: int
+    bytes: int
+    generation: int
+    updated: str | None = Field(None, description="last write, ISO 8601 UTC")
+    fields: dict[str, FieldSummary] = Field(default_factory=dict, description="metadata fields, from the map sample")
+    sampled: int = Field(0, description="documents the field summary was computed from")
+    rerank_models: list[str] = Field(default_factory=list)
+    projection_methods: list[str] = Field(default_factory=list)
+
+
+class MapPoint(BaseModel):
+    id: str
+    x: float
+    y: float
+    text: str
+    metadata: dict[str, Any]
+
+
+class MapResponse(BaseModel):
+    method: str
+    explained_variance: list[float]
+    total: int
+    points: list[MapPoint]
+
+
+class LocateRequest(BaseModel):
+    query: str | None = Field(None, min_length=1, description="text to place on the map")
+    id: str | None = Field(None, min_length=1, description="or a document id")
+    limit: int = Field(2000, ge=1, le=MAX_MAP_POINTS)
+    method: Literal["pca", "umap"] = "pca"
+
+
+class Location(BaseModel):
+    x: float
+    y: float
+
+
+class SimilarRequest(BaseModel):
+    id: str = Field(min_length=1, description="the example document")
+    k: int = Field(10, ge=1, le=1000)
+    where: dict[str, Any] | None = None
+
+
+class SimilarHit(BaseModel):
+    id: str
+    score: float | None
+    text: str
+    metadata: dict[str, Any]
+    scores: dict[str, float]
+
+
+class SimilarResponse(BaseModel):
+    hits: list[SimilarHit]
+
+
+# ------------------------------------------------------------------ helpers
+class _MapCache:
+    """Fitted maps by (collection, generation, limit, method): a map is recomputed only after a write."""
+
+    def __init__(self, size: int = 8):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        self._building: dict[tuple, threading.Lock] = {}
+
+    def get(self, coll: Any, generation: int, limit: int, method: str) -> Any:
+        from encoderkit.tasks.projection import map_collection
+
+        key = (str(coll.path), (getattr(coll, "meta", None) or {}).get("uid"), generation, limit, method)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            build_lock = self._building.setdefault(key, threading.Lock())
+        with build_lock:  # one build per key even when the page asks twice at once
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            t0 = time.perf_counter()
+            cmap = map_collection(coll, limit=limit, method=method)
+            log.info("map of %s: %d of %d documents by %s in %.2f s", coll.path.name, len(cmap.ids), cmap.total,
+                     cmap.projection.method, time.perf_counter() - t0)
+            with self._lock:
+                self._items[key] = cmap
+                self._building.pop(key, None)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return cmap
+
+
+_maps = _MapCache()
+
+
+def _collection(state: ServerState, request: Request, name: str) -> tuple[Any, Any]:
+    require_role(request, "read", name)
+    if state.collections is None:
+        raise APIError(404, "this server has no collection store; start it with --store DIR", "not_found")
+    return state.collections, state.collections.get(name)
+
+
+def _generation(coll: Any) -> int:
+    return int(coll.info()["generation"])
+
+
+def _updated(coll: Any) -> str | None:
+    times = [p.stat().st_mtime for p in coll.path.iterdir() if p.is_file() and p.name.startswith("collection.db")]
+    if not times:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(times)))
+
+
+def _short(value: Any, n: int = 200) -> Any:
+    if isinstance(value, str) and len(value) > n and not value.startswith(("data:image/", "http://", "https://")):
+        return value[:n] + "…"
+    if isinstance(value, dict):
+        return {k: _short(v, n) for k, v in value.items()}
+    return value
+
+
+def summarize_fields(metadatas: list[dict], top: int = 20) -> dict[str, dict]:
+    """Per metadata field (nested keys joined by '.'): its type, how many documents have it, and its most
+    frequent values (strings and booleans) or its range (numbers) — what the page's filter and colour menus offer."""
+    from collections import Counter
+
+    seen: dict[str, list] = {}
+
+    def walk(d: dict, prefix: str = "") -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and v and not prefix:
+                walk(v, f"{k}.")
+            elif v is not None and not isinstance(v, (list, dict)):
+                seen.setdefault(prefix + k, []).append(v)
+
+    for m in metadatas:
+        walk(m or {})
+    out = {}
+    for name, vals in sorted(seen.items()):
+        kinds = {"boolean" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else "string"
+                 for v in vals}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed"
+        info: dict[str, Any] = {"type": kind, "count": len(vals), "values": []}
+        if kind == "number":
+            info["min"], info["max"] = float(min(vals)), float(max(vals))
+        short = [v for v in vals if not isinstance(v, str) or len(v) <= 60]
+        if kind != "number" and short:
+            info["values"] = [v for v, _ in Counter(short).most_common(top)]
+        out[name] = info
+    return out
+
+
+async def _embed_query(state: ServerState, mgr: Any, coll: Any, text: str):
+    model = mgr.model_for(coll)
+    seqs = await run_in_threadpool(model.prepare_texts, [text], truncate=True)
+    return (await embed_checked(state, model, seqs, normalize=coll.metric == "cosine", dimensions=None))[0]
+
+
+async def _map(coll: Any, limit: int, method: str) -> Any:
+    from encoderkit.tasks.projection import umap_available
+
+    if method == "umap" and not umap_available():
+        raise APIError(422, "UMAP is not installed on this server (pip install umap-learn); use method=pca",
+                       "validation", param="method")
+    if await run_in_threadpool(coll.count) == 0:
+        raise APIError(422, f"collection {coll.path.name!r} is empty: add documents before drawing its map", "empty")
+    gen = await run_in_threadpool(_generation, coll)
+    try:
+        return await run_in_threadpool(_maps.get, coll, gen, limit, method)
+    except ValueError as exc:
+        raise APIError(422, str(exc), "validation") from None
+
+
+# ------------------------------------------------------------------ routes
+@router.get("/collections/{name}/stats", response_model=Stats, summary="Collection stats for the web page")
+async def stats(name: str, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    from encoderkit.tasks.projection import umap_available
+
+    _, coll = _collection(state, request, name)
+    info = await run_in_threadpool(coll.info)
+    out = {"name": name, "model": info["model"], "dim": info["dim"], "metric": info["metric"], "index": info["index"],
+           "documents": info["documents"], "bytes": info["bytes"], "generation": info["generation"],
+           "updated": await run_in_threadpool(_updated, coll), "fields": {}, "sampled": 0,
+           "rerank_models": [m.name for m in state.registry.rerankers],
+           "projection_methods": ["pca", "umap"] if umap_available() else ["pca"]}
+    if info["documents"]:
+        cmap = await _map(coll, 2000, "pca")
+        out["fields"] = await run_in_threadpool(summarize_fields, cmap.metadatas)
+        out["sampled"] = len(cmap.ids)
+    return out
+
+
+@router.get("/collections/{name}/map", response_model=MapResponse, summary="A 2-D map of a collection's vectors")
+async def collection_map(name: str, request: Request, limit: int = Query(2000, ge=1, le=MAX_MAP_POINTS),
+                         method: Literal["pca", "umap"] = "pca",
+                         state: ServerState = Depends(server_state)) -> dict:
+    _, coll = _collection(state, request, name)
+    cmap = await _map(coll, limit, method)
+    points = [{"id": i, "x": float(x), "y": float(y), "text": t[:SNIPPET], "metadata": _short(m)}
+              for i, (x, y), t, m in zip(cmap.ids, cmap.coords.tolist(), cmap.texts, cmap.metadatas)]
+    return {"method": cmap.projection.method, "explained_variance": cmap.projection.explained_variance,
+            "total": cmap.total, "points": points}
+
+
+@router.post("/collections/{name}/map/locate", response_model=Location,
+             summary="Where a query (or a document) falls on the collection's map")
+async def locate(name: str, body: LocateRequest, request: Request, state: ServerState = Depends(server_state)) -> dict:
+    mgr, coll = _collection(state, request, name)
+    if (body.query is None) == (body.id is None):
+        raise APIError(422, "give exactly one of `query` (text) or `id` (a document)", "validation")
+    text = body.query
+    if body.id is not None:
+        doc = await run_in_threadpool(coll.get, body.id)
+        if doc is None:
+            raise APIError(404, f"no document {body.id!r} in collection {name!r}", "not_found")
+        text = doc.text
+    cmap = await _map(coll, body.limit, body.method)
+    v = await _embed_query(state, mgr, coll, text)
+    x, y = (await run_in_threadpool(cmap.projection.transform, v))[0].tolist()
+    return {"x": float(x), "y": float(y)}
+
+
+@router.post("/collections/{name}/similar", response_model=SimilarResponse,
+             summary="More like this: documents nearest to a stored document")
+async def similar(name: str, body: SimilarRequest, request: Request,
+                  state: ServerState = Depends(server_state)) -> dict:
+    mgr, coll = _collection(state, request, name)
+    doc = await run_in_threadpool(coll.get, body.id)
+    if doc is None:
+        raise APIError(404, f"no document {body.id!r} in collection {name!r}", "not_found")
+    v = await _embed_query(state, mgr, coll, doc.text)
+    try:
+        hits = await run_in_threadpool(coll.search, v, body.k + 1, mode="vector", where=body.where)
+    except (ValueError, TypeError) as exc:
+        raise APIError(422, str(exc), "validation") from None
+    hits = [h for h in hits if h.id != body.id][: body.k]
+    return {"hits": [h.to_dict() for h in hits]}
