@@ -35,7 +35,7 @@ class MAEConfig:
     dec_n_heads: int = 4  # decoder attention heads
     mask_ratio: float = 0.75  # fraction of patches hidden from the encoder
     norm_pix_loss: bool = False  # normalize each target patch to zero mean, unit variance
-    pool: str = "mean"  # features for probing: mean of patch tokens | cls
+    pool: str = "mean"  # features for probing: mean of patch tokens | cls | tokens (all patch tokens, flattened)
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -158,9 +158,15 @@ class MAE(nn.Module):
         return loss, {"masked_mse": float(loss.detach())}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of whole (unmasked) images for probing: mean of patch tokens or [CLS], (B, d_model)."""
-        latent, _, _ = self.forward_encoder(x, mask_ratio=0.0)
-        return latent[:, 0] if self.config.pool == "cls" else latent[:, 1:].mean(dim=1)
+        """Features of whole (unmasked) images for probing: mean of patch tokens or [CLS] (B, d_model), or
+        every patch token in image order, flattened (B, N * d_model)."""
+        latent, mask, ids_restore = self.forward_encoder(x, mask_ratio=0.0)
+        if self.config.pool == "cls":
+            return latent[:, 0]
+        if self.config.pool == "tokens":
+            tokens = torch.gather(latent[:, 1:], 1, ids_restore[..., None].expand(-1, -1, latent.shape[-1]))
+            return tokens.flatten(1)  # (B, N * d_model), image order
+        return latent[:, 1:].mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)

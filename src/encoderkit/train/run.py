@@ -141,8 +141,8 @@ def prepare_inputs(x: Any, data: dict[str, Any]) -> torch.Tensor:
         t = t / scale
     shape = tuple(data.get("input_shape") or t.shape[1:])
     n_feat = int(np.prod(shape))
-    if arr.ndim == len(shape):  # a single example
-        t = t.unsqueeze(0)
+    if arr.size == n_feat:  # a single example
+        t = t.reshape(1, -1)
     if int(np.prod(t.shape[1:])) != n_feat:
         raise ValueError(f"inputs of shape {tuple(arr.shape)} do not fit this model, which takes examples of "
                          f"shape {shape} ({n_feat} values each)")
