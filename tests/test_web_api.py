@@ -74,8 +74,9 @@ def asset_documents() -> list[dict]:
     return docs
 
 
-def start_server(enc, tmp_path_factory, keys: bool = True):
-    """A live server (real model, API keys, a store) with the web page mounted; returns (LiveServer, keys)."""
+def start_server(enc, tmp_path_factory, keys: bool = True, rerank_path=None):
+    """A live server (real model, API keys, a store, optionally a cross-encoder) with the web page mounted;
+    returns (LiveServer, keys)."""
     key_file = tmp_path_factory.mktemp("keys") / "keys.json"
     store = KeyStore(key_file)
     k = {role: store.add(role=role)[0] for role in ("read", "admin")}
@@ -84,6 +85,11 @@ def start_server(enc, tmp_path_factory, keys: bool = True):
     metrics = Metrics()
     reg = ModelRegistry()
     reg.add(EmbeddingModel("all-MiniLM-L6-v2", enc, cfg.limits, metrics))
+    if rerank_path is not None:
+        from encoderkit.serve.models import RerankModel
+        from encoderkit.tasks.rerank import CrossEncoder
+
+        reg.add_reranker(RerankModel("tiny-ce", CrossEncoder.load(rerank_path), cfg.limits, metrics))
     app = create_app(cfg, registry=reg, metrics=metrics)
     mount_web(app)
     return LiveServer(app), k
