@@ -112,6 +112,30 @@ def single_latency(url: str, model: str, n: int = 100) -> dict:
     return {"requests": n, "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
 
 
+def forward_ceiling(model: str, batch: int, threads: int | None, reps: int = 5) -> dict:
+    """The model alone, no HTTP: ms per short text when encoded one at a time vs `batch` at a time. Their
+    ratio bounds what any batching server can gain on this machine right now."""
+    import torch
+
+    import encoderkit
+
+    if threads:
+        torch.set_num_threads(threads)
+    enc = encoderkit.load(model)
+    texts = [short_text(i) for i in range(batch)]
+    enc.encode(texts)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for t in texts[:8]:
+            enc.encode([t])
+    one = (time.perf_counter() - t0) / (reps * 8)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        enc.encode(texts, batch_size=batch)
+    many = (time.perf_counter() - t0) / (reps * batch)
+    return {"ms_per_text_alone": one * 1000, f"ms_per_text_in_batch_{batch}": many * 1000, "ceiling_ratio": one / many}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
@@ -121,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     out: dict = {"model": args.model, "cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
+    out["forward_only"] = forward_ceiling(args.model, args.clients, args.threads)
     with Server(args.model, [], args.threads) as srv:
         out["single"] = single_latency(srv.url, args.model)
+        n0, s0 = srv.metric("encoderkit_batch_requests_count"), srv.metric("encoderkit_batch_requests_sum")
         out["batched"] = asyncio.run(load(srv.url, args.model, args.clients, args.seconds))
-        n = srv.metric("encoderkit_batch_requests_count")
-        out["batched"]["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") / n) if n else None
+        n = srv.metric("encoderkit_batch_requests_count") - n0
+        out["batched"]["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") - s0) / n if n else None
     with Server(args.model, ["--no-batching"], args.threads) as srv:
         out["one_at_a_time"] = asyncio.run(load(srv.url, args.model, args.clients, args.seconds))
     b, o = out["batched"], out["one_at_a_time"]
@@ -141,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<16}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
     print(f"throughput ratio (batched / one at a time): {out['throughput_ratio']:.2f}x (goal >= 3x); "
           f"mean requests per batch {b['mean_requests_per_batch']:.1f}")
+    f = out["forward_only"]
+    print(f"model alone (no HTTP): {f['ms_per_text_alone']:.1f} ms per text one at a time, "
+          f"{f[f'ms_per_text_in_batch_{args.clients}']:.1f} ms in batches of {args.clients}: "
+          f"a {f['ceiling_ratio']:.2f}x ceiling for batching on this machine now")
     print(f"single short request alone: p50 {out['single']['p50_ms']:.1f} ms, p99 {out['single']['p99_ms']:.1f} ms "
           "(goal p50 < 20 ms)")
     return 0
