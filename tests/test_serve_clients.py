@@ -239,3 +239,11 @@ def test_model_failure_is_reported_in_each_format(server, monkeypatch):
     assert r.status_code == 500 and r.json()["error"]["code"] == "model_error"
     monkeypatch.undo()
     assert httpx.post(server.url + "/embed", json={"inputs": "x"}).status_code == 200
+
+
+def test_ollama_empty_input_and_too_many(server):
+    r = httpx.post(server.url + "/api/embed", json={"model": "all-minilm", "input": ""})
+    assert r.status_code == 200 and r.json()["embeddings"] == [] and r.json()["prompt_eval_count"] == 0
+    assert httpx.post(server.url + "/api/embeddings", json={"model": "all-minilm", "prompt": ""}).json() == {"embedding": []}
+    r = httpx.post(server.url + "/api/embed", json={"model": "all-minilm", "input": ["x"] * 65})
+    assert r.status_code == 400 and "at most 64" in r.json()["error"]

@@ -89,8 +89,10 @@ def _model(state: ServerState, name: str) -> EmbeddingModel:
 async def embed(body: EmbedRequest, state: ServerState = Depends(server_state)) -> dict:
     t0 = time.perf_counter_ns()
     m = _model(state, body.model)
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    texts = [t for t in texts if t != ""] if isinstance(body.input, str) else texts
+    if isinstance(body.input, str):
+        texts = [body.input] if body.input else []  # Ollama answers an empty input with no embeddings
+    else:
+        texts = list(body.input)
     if texts:
         check_count(state, len(texts), 400)
     try:
