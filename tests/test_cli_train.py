@@ -45,6 +45,8 @@ def test_train_then_reconstruct_anomaly_probe(tmp_path, capsys, blobs):
         assert (run / name).exists(), name
     r = load_run(run)
     assert r.recipe == "ae" and r.info["data"]["input_shape"] == [64] and not r.model.training
+    codes = r.encode(np.load(blobs)["X"][:7])
+    assert codes.shape == (7, 4) and codes.dtype == np.float32
 
     rec = _json(capsys, ["reconstruct", str(run), str(blobs), "--out", str(tmp_path / "rec.npy"),
                          "--png", str(tmp_path / "grid.png"), "--json"])

@@ -77,3 +77,16 @@ def mnist_split(root: str | Path, n_train: int = 8000, binarized: bool = False, 
         keep = np.isin(tr_y, digits)
         tr_x, tr_y = tr_x[keep], tr_y[keep]
     return MNISTSplit(tr_x, tr_y, te_x, te_y)
+
+
+def random_shift(x, max_shift: int = 1, p: float = 0.5, generator=None):
+    """Augmentation for a batch of 28x28 images (flat or (B, C, H, W) torch tensor): with probability p,
+    roll the whole batch by one random (dy, dx) in [-max_shift, max_shift] (MNIST's borders are empty)."""
+    import torch
+
+    if float(torch.rand((), generator=generator)) >= p:
+        return x
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
+    side = int(round((x.shape[-1] if x.dim() > 2 else x.shape[-1] ** 0.5)))
+    img = x.reshape(len(x), -1, side, side)
+    return torch.roll(img, (dy, dx), (2, 3)).reshape(x.shape)

@@ -228,6 +228,7 @@ class VAEConfig:
     activation: str = "relu"  # hidden activation
     likelihood: str = "bernoulli"  # p(x|z): bernoulli (binary data) | gaussian (learned per-pixel variance)
     beta: float = 1.0  # weight of the KL term (beta-VAE)
+    kl_warmup_steps: int = 0  # anneal the KL weight linearly from 0 to beta over this many training steps
     conv: bool = False  # convolutional encoder/decoder for (C, H, W) images
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) for the conv variant
     channels: tuple[int, int] = (32, 64)  # conv variant channels
@@ -256,6 +257,20 @@ class VAE(nn.Module):
             n_out = cfg.input_dim
         # Gaussian likelihood: a learned log-variance per output dimension.
         self.log_var_x = nn.Parameter(torch.zeros(n_out)) if cfg.likelihood == "gaussian" else None
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps seen (KL warm-up)
+
+    def init_output_bias(self, mean_x: torch.Tensor) -> None:
+        """Start the decoder at the data mean: output bias = logit(mean pixel) (Bernoulli) or the mean (Gaussian)."""
+        last = [m for m in self.decoder.modules() if isinstance(m, (nn.Linear, nn.ConvTranspose2d))][-1]
+        m = mean_x.detach().reshape(-1) if isinstance(last, nn.Linear) else mean_x.detach().reshape(
+            self.config.image_shape[0], -1).mean(1)
+        with torch.no_grad():
+            last.bias.copy_(torch.logit(m.clamp(1e-3, 1 - 1e-3)) if self.config.likelihood == "bernoulli" else m)
+
+    def kl_weight(self) -> float:
+        """beta, ramped linearly over the first kl_warmup_steps training steps."""
+        w = self.config.kl_warmup_steps
+        return self.config.beta * (min(1.0, (int(self.steps) + 1) / w) if w else 1.0)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Validate a batch's shape and dtype."""
@@ -308,7 +323,9 @@ class VAE(nn.Module):
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Batch mean of reconstruction + beta * KL; parts reported in nats per sample."""
         rec, kl = self.elbo_terms(x)
-        loss = (rec + self.config.beta * kl).mean()
+        loss = (rec + self.kl_weight() * kl).mean()
+        if self.training:
+            self.steps += 1
         return loss, {"recon": float(rec.mean().detach()), "kl": float(kl.mean().detach()),
                       "neg_elbo": float((rec + kl).mean().detach())}
 

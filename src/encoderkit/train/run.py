@@ -54,6 +54,16 @@ class Run:
         """Raw array -> model input tensor (see prepare_inputs)."""
         return prepare_inputs(x, self.info.get("data", {}))
 
+    def encode(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Raw inputs -> the model's codes / features as float32 (n, dim): AE z, VAE mu, MAE pooled tokens."""
+        t = self.inputs(x)
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(t), batch_size):
+                f = self.model.encode(t[s:s + batch_size])
+                out.append((f[0] if isinstance(f, tuple) else f).reshape(len(t[s:s + batch_size]), -1))
+        return torch.cat(out).float().numpy()
+
 
 def _config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples -> lists

@@ -97,8 +97,13 @@ def _fit(args: argparse.Namespace, model: torch.nn.Module, arrays: dict[str, Any
                 total += parts.get(eval_metric, float(loss)) * len(x[s:s + 1000])
             return {"loss": total / len(x)}
     t0 = time.perf_counter()
-    trainer = Trainer(model, lambda m, b: m.loss(b), arrays["train"], config=cfg, eval_data=arrays["eval"],
-                      eval_fn=eval_fn)
+    if getattr(args, "shift_augment", False):
+        from encoderkit.datasets.mnist import random_shift
+
+        loss_fn = lambda m, b: m.loss(random_shift(b))  # noqa: E731
+    else:
+        loss_fn = lambda m, b: m.loss(b)  # noqa: E731
+    trainer = Trainer(model, loss_fn, arrays["train"], config=cfg, eval_data=arrays["eval"], eval_fn=eval_fn)
     history = trainer.fit()
     last = history[-1] if history else {}
     summary = {"recipe": recipe, "out": str(args.out), "epochs": trainer.epoch, "train_examples": len(arrays["train"]),
@@ -115,6 +120,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.add_argument("--holdout", type=int, help="keep the last N examples for evaluation (MNIST folder: 2000)")
     p.add_argument("--digits", type=int, nargs="+", help="train on these classes only (one-class anomaly models)")
+    p.add_argument("--shift-augment", action="store_true", help="randomly shift image batches by up to 1 pixel")
 
 
 # ------------------------------------------------------------------------------------ AE family
@@ -169,6 +175,7 @@ def _vae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv", action="store_true", help="convolutional encoder/decoder")
     p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight")
+    p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight from 0 over this many steps")
     p.add_argument("--no-binarize", action="store_true",
                    help="keep grey levels (default for bernoulli: binarize stochastically once, seeded)")
 
@@ -181,7 +188,8 @@ def _vae_run(args: argparse.Namespace) -> dict[str, Any]:
     shape = arrays["data"]["input_shape"]
     model = VAE(VAEConfig(input_dim=int(np.prod(shape)), hidden=_ints(args.hidden), latent=args.latent,
                           likelihood=args.likelihood, beta=args.beta, conv=args.conv,
-                          image_shape=tuple(shape) if args.conv else (1, 28, 28)))
+                          kl_warmup_steps=args.kl_warmup_steps, image_shape=tuple(shape) if args.conv else (1, 28, 28)))
+    model.init_output_bias(arrays["train"].mean(0))
     return _fit(args, model, arrays, "vae", {"epochs": 30, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
                 "neg_elbo")
 
