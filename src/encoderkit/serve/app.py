@@ -200,6 +200,9 @@ def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None
         return PlainTextResponse("encoderkit is running (OpenAI, Ollama and TEI APIs)")
 
     app.add_middleware(GuardMiddleware, state=state)
+    from encoderkit.serve.web import mount_web  # the web page: after the guard, so its static files need no key
+
+    mount_web(app)
     return app
 
 
