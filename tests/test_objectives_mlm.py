@@ -153,3 +153,23 @@ def test_mlm_head_is_tied_to_the_token_embedding():
     torch.testing.assert_close(model(ids), expect)
     with pytest.raises(ValueError, match="cannot tie"):
         MLMHead(16, 50, embedding_size=8, tied_embedding=torch.nn.Embedding(50, 16))
+
+
+def test_masked_logits_equal_the_full_logits_at_selected_positions_and_bert_init():
+    from encoderkit.models.bert import BertConfig, BertModel
+    from encoderkit.objectives.mlm import init_bert_weights
+
+    cfg = BertConfig(vocab_size=60, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                     max_position_embeddings=16, dropout=0.0, attention_dropout=0.0)
+    model = init_bert_weights(MaskedLanguageModel(BertModel(cfg)))
+    w = model.encoder.embeddings.word.weight
+    assert abs(w.std().item() - 0.02) < 0.003 and model.head.decoder.weight is w
+    ids = torch.randint(4, 60, (3, 8))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 2], labels[2, 5] = ids[0, 2], ids[2, 5]
+    rows, targets = model.masked_logits(ids, None, labels)
+    full = model(ids)
+    torch.testing.assert_close(rows, torch.stack([full[0, 2], full[2, 5]]))
+    assert targets.tolist() == [int(ids[0, 2]), int(ids[2, 5])]
+    # small init keeps the first loss near log V (N(0, 1) embeddings start far above it)
+    assert abs(mlm_loss(rows, targets).item() - math.log(60)) < 1.0

@@ -22,6 +22,7 @@ from encoderkit.objectives.mlm import (
     MaskedLanguageModel,
     MaskingConfig,
     MLMHead,
+    init_bert_weights,
     mask_tokens,
     masked_accuracy,
     mlm_loss,
@@ -35,7 +36,7 @@ from encoderkit.objectives.span import SpanCorruptionConfig, random_spans_noise_
 __all__ = [
     "CLIPLoss", "MultipleNegativesRankingLoss", "NTXentLoss", "SigLIPLoss", "info_nce", "nt_xent", "triplet_loss",
     "DINO", "DINOHead", "DINOLoss", "cosine_schedule", "ema_update", "teacher_temperature_schedule",
-    "IGNORE_INDEX", "MaskedLanguageModel", "MaskingConfig", "MLMHead", "mask_tokens", "masked_accuracy", "mlm_loss",
+    "IGNORE_INDEX", "MaskedLanguageModel", "MaskingConfig", "MLMHead", "init_bert_weights", "mask_tokens", "masked_accuracy", "mlm_loss",
     "special_tokens_mask", "word_ids_from_continuation",
     "NSPHead", "SentencePair", "make_nsp_pairs", "nsp_loss",
     "DiscriminatorHead", "Electra", "ElectraOutput", "replace_with_samples", "rtd_loss", "share_embeddings",

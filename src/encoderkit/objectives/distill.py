@@ -40,16 +40,18 @@ def teacher_temperature_schedule(warmup_temp: float, temp: float, warmup_epochs:
 
 
 class DINOHead(nn.Module):
-    """Projection head: MLP (GELU) -> bottleneck -> L2 normalize -> weight-normalized linear to K prototypes."""
+    """Projection head: MLP (GELU, optional BatchNorm) -> bottleneck -> L2 normalize -> weight-normalized linear to K prototypes."""
 
     def __init__(self, in_dim: int, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 n_layers: int = 3, norm_last_layer: bool = True):
+                 n_layers: int = 3, norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
         for i in range(len(dims) - 1):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
             if i < len(dims) - 2:
+                if use_bn:  # the paper's option for convnet backbones; helps small, short runs
+                    layers.append(nn.BatchNorm1d(dims[i + 1]))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))

@@ -96,6 +96,21 @@ def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
     return corrupted, labels
 
 
+@torch.no_grad()
+def init_bert_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
+    """BERT's initialisation for training from scratch: Linear and Embedding weights ~ N(0, std^2), biases 0,
+    LayerNorm gain 1 and bias 0 (PyTorch's N(0, 1) embeddings would make the tied MLM logits huge)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            m.weight.normal_(0.0, std)
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+    return module
+
+
 class MLMHead(nn.Module):
     """BERT's prediction head: logits = LN(act(h W_t + b_t)) E^T + b, with E the (tied) token embedding."""
 
@@ -130,6 +145,13 @@ class MaskedLanguageModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.encoder(input_ids, attention_mask))
+
+    def masked_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (n_masked, V) and targets (n_masked,) at the selected positions only: the V-way softmax
+        is most of an MLM step's cost, and the other positions do not enter the loss."""
+        sel = labels != IGNORE_INDEX
+        return self.head(self.encoder(input_ids, attention_mask)[sel]), labels[sel]
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -52,14 +52,17 @@ def replace_with_samples(input_ids: torch.Tensor, gen_logits: torch.Tensor, labe
                          temperature: float = 1.0, generator: torch.Generator | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample x_hat ~ softmax(logits / temperature) at the masked positions (labels != -100) and put
-    the samples in the ORIGINAL sequence. Returns (corrupted_ids, is_replaced) with
-    is_replaced = corrupted != original."""
+    the samples in the ORIGINAL sequence. gen_logits is (B, T, V) or already the (n_masked, V) rows of
+    the masked positions in row-major order. Returns (corrupted_ids, is_replaced = corrupted != original)."""
     original = torch.where(labels != IGNORE_INDEX, labels, input_ids)
     sel = labels != IGNORE_INDEX
     corrupted = original.clone()
     if bool(sel.any()):
+        rows = gen_logits[sel] if gen_logits.dim() == 3 else gen_logits
+        if rows.shape[0] != int(sel.sum()):
+            raise ValueError(f"got {rows.shape[0]} rows of generator logits for {int(sel.sum())} masked positions")
         with torch.no_grad():
-            probs = torch.softmax(gen_logits[sel].float() / temperature, dim=-1)  # (n_sel, V)
+            probs = torch.softmax(rows.float() / temperature, dim=-1)  # (n_sel, V)
             samples = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         corrupted[sel] = samples.to(corrupted.dtype)
     return corrupted, corrupted != original
@@ -100,16 +103,17 @@ class Electra(nn.Module):
 
     def forward(self, masked_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> ElectraOutput:
-        gen_logits = self.generator(masked_ids, attention_mask)  # (B, T, V)
-        l_mlm = mlm_loss(gen_logits, labels)
+        sel = labels != IGNORE_INDEX
+        hidden = self.generator.encoder(masked_ids, attention_mask)  # (B, T, H_g)
+        gen_logits = self.generator.head(hidden[sel])  # (n_masked, V): the vocabulary softmax only where needed
+        l_mlm = mlm_loss(gen_logits, labels[sel])
         corrupted, is_replaced = replace_with_samples(masked_ids, gen_logits.detach(), labels, self.temperature,
                                                       generator)
         disc_logits = self.head(self.discriminator(corrupted, attention_mask))  # (B, T)
         l_rtd = rtd_loss(disc_logits, is_replaced, attention_mask)
         keep = torch.ones_like(is_replaced) if attention_mask is None else attention_mask.bool()
-        sel = labels != IGNORE_INDEX
         with torch.no_grad():
-            gen_acc = float((gen_logits.argmax(-1)[sel] == labels[sel]).float().mean()) if bool(sel.any()) else float("nan")
+            gen_acc = float((gen_logits.argmax(-1) == labels[sel]).float().mean()) if bool(sel.any()) else float("nan")
             rtd_acc = float(((disc_logits > 0) == is_replaced)[keep].float().mean())
             repl = float(is_replaced[keep].float().mean())
         return ElectraOutput(l_mlm + self.rtd_weight * l_rtd, l_mlm, l_rtd, gen_acc, rtd_acc, repl)
