@@ -89,7 +89,25 @@ def dual_key_map(cfg: DualEncoderConfig) -> dict:
 
 
 def dual_to_hf_config(cfg: DualEncoderConfig) -> dict:
-    return dict(cfg.extra) or {"model_type": cfg.style}
+    """DualEncoderConfig -> a CLIP / SigLIP config.json (for models trained here; loaded ones keep their own)."""
+    if cfg.extra:
+        return dict(cfg.extra)
+    t, v, clip = cfg.text, cfg.vision, cfg.style == "clip"
+    text = {"vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.max_position_embeddings, "hidden_act": t.hidden_act,
+            "layer_norm_eps": t.layer_norm_eps, "eos_token_id": t.eos_token_id, "pad_token_id": t.pad_token_id,
+            "bos_token_id": None}
+    if not clip:
+        text["projection_size"] = t.head_size
+    vision = {"hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size, "num_hidden_layers": v.num_layers,
+              "num_attention_heads": v.num_heads, "image_size": v.image_size, "patch_size": v.patch_size,
+              "num_channels": v.num_channels, "hidden_act": v.hidden_act, "layer_norm_eps": v.layer_norm_eps}
+    d = {"model_type": cfg.style, "architectures": ["CLIPModel" if clip else "SiglipModel"], "text_config": text,
+         "vision_config": vision}
+    if clip:
+        d.update(projection_dim=cfg.projection_dim, logit_scale_init_value=cfg.logit_scale_init)
+    return d
 
 
 def dual_processor(folder: Path, cfg: DualEncoderConfig, modality: str = "image") -> Any:
