@@ -74,6 +74,7 @@ def test_linear_probe_and_knn_accuracy():
     y = rng.integers(0, 3, 300)
     X = centers[y] + rng.normal(size=(300, 8))
     assert linear_probe(X[:200], y[:200], X[200:], y[200:]) == 1.0
+    assert linear_probe(X[:200], y[:200], X[200:], y[200:], C="auto") == 1.0
     from sklearn.neighbors import KNeighborsClassifier
 
     Xn = rng.normal(size=(300, 8))  # noisy labels: compare against scikit-learn's k-NN, not 100%

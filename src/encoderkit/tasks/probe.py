@@ -24,9 +24,10 @@ def _xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def linear_probe(train_X, train_y, test_X, test_y, C: float = 1.0, max_iter: int = 1000,
-                 standardize: bool = True) -> float:
-    """Test accuracy of a multinomial logistic regression fit on frozen train features."""
+def linear_probe(train_X, train_y, test_X, test_y, C: float | str = 1.0, max_iter: int = 1000,
+                 standardize: bool = True, C_grid: tuple[float, ...] = (0.01, 0.1, 1.0)) -> float:
+    """Test accuracy of a multinomial logistic regression fit on frozen train features. C="auto" picks the
+    inverse regularization strength from C_grid on the last 20% of the training features (never the test set)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -36,10 +37,16 @@ def linear_probe(train_X, train_y, test_X, test_y, C: float = 1.0, max_iter: int
         raise ValueError(f"train features have {train_X.shape[1]} dims, test features {test_X.shape[1]}")
     if len(np.unique(train_y)) < 2:
         raise ValueError("a linear probe needs at least two classes in the training labels")
+    if C == "auto":
+        n_fit = int(0.8 * len(train_X))
+        scores = {c: linear_probe(train_X[:n_fit], train_y[:n_fit], train_X[n_fit:], train_y[n_fit:], C=c,
+                                  max_iter=max_iter, standardize=standardize) for c in C_grid}
+        C = max(scores, key=scores.get)
+        log.info("linear probe: validation accuracy per C %s -> C=%g", scores, C)
     if standardize:
         scaler = StandardScaler().fit(train_X)
         train_X, test_X = scaler.transform(train_X), scaler.transform(test_X)
-    clf = LogisticRegression(C=C, max_iter=max_iter)
+    clf = LogisticRegression(C=float(C), max_iter=max_iter)
     clf.fit(train_X, train_y)
     return float((clf.predict(test_X) == test_y).mean())
 

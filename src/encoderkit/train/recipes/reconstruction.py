@@ -26,7 +26,7 @@ def load_training_arrays(args: argparse.Namespace, images: bool, binarize: bool 
     from encoderkit.datasets import load_array
     from encoderkit.datasets.mnist import binarize as bernoulli
 
-    if not args.data:
+    if not getattr(args, "data", None):
         raise ValueError("--data is required: an MNIST folder or a .npy/.npz/.pt array file")
     X, y = load_array(args.data)
     if X.dtype == object or not np.issubdtype(X.dtype, np.number):
@@ -37,32 +37,34 @@ def load_training_arrays(args: argparse.Namespace, images: bool, binarize: bool 
     Xf = X.astype(np.float32) / scale
     if not np.isfinite(Xf).all():
         raise ValueError(f"{args.data}: {int((~np.isfinite(Xf)).sum())} values are NaN or inf; clean the data first")
-    holdout = args.holdout if args.holdout is not None else (2000 if Path(args.data).is_dir() else 0)
+    holdout = getattr(args, "holdout", None)
+    holdout = holdout if holdout is not None else (2000 if Path(args.data).is_dir() else 0)
     if holdout >= len(Xf):
         raise ValueError(f"--holdout {holdout} leaves no training data ({len(Xf)} examples)")
     if binarize:
         if Xf.min() < 0 or Xf.max() > 1:
             raise ValueError("--binarize needs data in [0, 1]")
-        Xf = bernoulli(Xf, args.seed or 0)
+        Xf = bernoulli(Xf, getattr(args, "seed", None) or 0)
     n_train = len(Xf) - holdout
     tr_x, te_x = Xf[:n_train], Xf[n_train:]
     tr_y = y[:n_train] if y is not None else None
     te_y = y[n_train:] if y is not None else None
-    if args.digits:
+    digits, limit = getattr(args, "digits", None), getattr(args, "limit", None)
+    if digits:
         if tr_y is None:
             raise ValueError("--digits needs labelled data (an MNIST folder or an .npz with y)")
-        keep = np.isin(tr_y, args.digits)
+        keep = np.isin(tr_y, digits)
         tr_x, tr_y = tr_x[keep], tr_y[keep]
-    if args.limit:
-        tr_x = tr_x[: args.limit]
-        tr_y = tr_y[: args.limit] if tr_y is not None else None
+    if limit:
+        tr_x = tr_x[:limit]
+        tr_y = tr_y[:limit] if tr_y is not None else None
     if len(tr_x) == 0:
         raise ValueError("no training examples left after --digits / --limit")
     shape = _image_shape(X.shape[1:]) if images else (int(np.prod(X.shape[1:])),)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).reshape(len(a), *shape)  # noqa: E731
     return {"train": to_t(tr_x), "eval": to_t(te_x) if len(te_x) else None, "train_y": tr_y, "eval_y": te_y,
             "data": {"input_shape": list(shape), "scale": scale, "source": str(args.data), "holdout": holdout,
-                     "binarized": binarize, "digits": args.digits}}
+                     "binarized": binarize, "digits": digits}}
 
 
 def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
