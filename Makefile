@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	# the CPU build of torch; an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# headless Chromium for the web page's browser tests (Debian packages; skipped when apt is not usable)
+	-bash .ci/install-browser
 	touch $(STAMP)
 
 install: $(STAMP)
