@@ -137,6 +137,9 @@ def _ae_args(kind: str):
         if kind == "dae":
             p.add_argument("--corruption", choices=["gaussian", "mask", "salt_pepper"], default="gaussian")
             p.add_argument("--noise", type=float, default=0.3, help="sigma / drop or flip fraction")
+            p.add_argument("--stacked", action="store_true",
+                           help="stacked DAE: greedy layer-wise pre-training, then end-to-end fine-tuning")
+            p.add_argument("--pretrain-epochs", type=int, default=5, help="epochs per greedy layer (--stacked)")
         if kind == "sae":
             p.add_argument("--sparsity", choices=["l1", "kl"], default="kl")
             p.add_argument("--sparsity-weight", type=float, default=0.1)
@@ -150,6 +153,8 @@ def _ae_run(kind: str):
     def run(args: argparse.Namespace) -> dict[str, Any]:
         from encoderkit.models.autoencoder import AEConfig, Autoencoder
 
+        if kind == "dae" and args.stacked:
+            return _stacked_run(args)
         arrays = load_training_arrays(args, images=args.conv)
         shape = arrays["data"]["input_shape"]
         cfg = AEConfig(input_dim=int(np.prod(shape)), hidden=_ints(args.hidden), latent=args.latent,
@@ -167,6 +172,29 @@ def _ae_run(kind: str):
         return _fit(args, model, arrays, kind, {"epochs": 20, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
                     "recon")
     return run
+
+
+def _stacked_run(args: argparse.Namespace) -> dict[str, Any]:
+    from encoderkit.models.autoencoder import StackedDAE, StackedDAEConfig
+    from encoderkit.train.greedy import greedy_pretrain
+    from encoderkit.train.run import save_run
+
+    if args.conv:
+        raise ValueError("--stacked builds an MLP stack; drop --conv")
+    arrays = load_training_arrays(args, images=False)
+    model = StackedDAE(StackedDAEConfig(input_dim=arrays["data"]["input_shape"][0],
+                                        hidden=(*_ints(args.hidden), args.latent), corruption=args.corruption,
+                                        noise=args.noise))
+    cfg = train_config_from_args(args, epochs=10, lr=1e-3, weight_decay=0.0, batch_size=128)
+    t0 = time.perf_counter()
+    hist = greedy_pretrain(model, arrays["train"], cfg, pretrain_epochs=args.pretrain_epochs,
+                           eval_data=arrays["eval"])
+    summary = {"recipe": "dae", "stacked": True, "out": str(args.out), "stages": len(model.layers) + 1,
+               "train_loss": hist[-1]["train_loss"], "seconds": round(time.perf_counter() - t0, 1)}
+    if "eval_loss" in hist[-1]:
+        summary["eval_recon"] = hist[-1]["eval_loss"]
+    save_run(args.out, model, recipe="dae", data=arrays["data"], train_config=cfg, summary=summary)
+    return summary
 
 
 # ------------------------------------------------------------------------------------ VAE
