@@ -13,7 +13,6 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-import encoderkit  # noqa: E402
 from encoderkit.cli import main as cli_main  # noqa: E402
 from encoderkit.serve.app import check_bind, create_app  # noqa: E402
 from encoderkit.serve.auth import KeyStore  # noqa: E402
@@ -21,7 +20,7 @@ from encoderkit.serve.metrics import Metrics  # noqa: E402
 from encoderkit.serve.models import EmbeddingModel, ModelRegistry, RerankModel  # noqa: E402
 from encoderkit.serve.state import ServeConfig  # noqa: E402
 from encoderkit.serve.testing import LiveServer  # noqa: E402
-from test_serve_clients import tiny_cross_encoder  # noqa: E402
+from test_serve_clients import shared_encoder, tiny_cross_encoder  # noqa: E402
 
 DOCS = [{"id": "cat", "text": "The cat sat on the mat and purred.", "metadata": {"topic": "pets", "year": 2020}},
         {"id": "dog", "text": "Dogs love long walks in the park.", "metadata": {"topic": "pets", "year": 2023}},
@@ -31,7 +30,7 @@ DOCS = [{"id": "cat", "text": "The cat sat on the mat and purred.", "metadata": 
 
 @pytest.fixture(scope="module")
 def enc():
-    return encoderkit.load("all-MiniLM-L6-v2")
+    return shared_encoder()
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +86,10 @@ def test_every_route_needs_a_key(server, keys):
              for path, ops in spec["paths"].items() for m in ops]
     calls += [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/no/such/route")]
     assert len(calls) > 20
+    client = httpx.Client(base_url=server.url)
     for method, path in calls:
         for headers in ({}, _h("ek-00000000-not-a-real-key"), {"Authorization": keys["read"]}):
-            r = httpx.request(method, server.url + path, json={}, headers=headers)
+            r = client.request(method, path, json={}, headers=headers)
             assert r.status_code == 401, (method, path, r.status_code)
             assert r.headers["www-authenticate"] == "Bearer"
             body = r.json()

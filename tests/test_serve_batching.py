@@ -13,13 +13,13 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-import encoderkit  # noqa: E402
 from encoderkit.serve.app import create_app  # noqa: E402
 from encoderkit.serve.batcher import Batcher, QueueFull  # noqa: E402
 from encoderkit.serve.metrics import Metrics  # noqa: E402
 from encoderkit.serve.models import EmbeddingModel, ModelRegistry  # noqa: E402
 from encoderkit.serve.state import ServeConfig  # noqa: E402
 from encoderkit.serve.testing import LiveServer  # noqa: E402
+from test_serve_clients import shared_encoder  # noqa: E402
 
 
 # ------------------------------------------------------------------ the batcher alone
@@ -88,7 +88,7 @@ def test_batcher_one_at_a_time_mode():
 # ------------------------------------------------------------------ through the server
 @pytest.fixture(scope="module")
 def enc():
-    return encoderkit.load("all-MiniLM-L6-v2")
+    return shared_encoder()
 
 
 def _serve(enc, **cfg_kw):
@@ -135,9 +135,9 @@ def test_32_concurrent_clients_share_batches_and_get_their_own_vectors(enc):
     assert _metric(page, "encoderkit_requests_total", method="POST", route="/v1/embeddings", status="200") == 64
 
 
-@pytest.mark.slow  # ~10 s here (one 96-input request)
+@pytest.mark.slow  # ~10 s here (one 64-input request)
 def test_event_loop_stays_free_during_a_forward_pass(enc):
-    big = ["a long passage about migrating arctic terns and the stock market " * 4] * 96
+    big = ["a long passage about migrating arctic terns and the stock market " * 4] * 64
     with _serve(enc) as srv:
         done = {}
 

@@ -3,6 +3,7 @@ encoderkit server on loopback: vectors equal Encoder.encode, errors come in each
 from __future__ import annotations
 
 import base64
+import functools
 import shutil
 
 import numpy as np
@@ -40,9 +41,15 @@ def tiny_cross_encoder(path):
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def shared_encoder():
+    """MiniLM, loaded once for all the serve test modules."""
+    return encoderkit.load("all-MiniLM-L6-v2")
+
+
 @pytest.fixture(scope="module")
 def enc():
-    return encoderkit.load("all-MiniLM-L6-v2")
+    return shared_encoder()
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-import encoderkit  # noqa: E402
 from encoderkit.serve.app import create_app  # noqa: E402
 from encoderkit.serve.metrics import Metrics  # noqa: E402
 from encoderkit.serve.models import EmbeddingModel, ModelRegistry  # noqa: E402
 from encoderkit.serve.state import ServeConfig  # noqa: E402
 from encoderkit.serve.testing import LiveServer  # noqa: E402
+from test_serve_clients import shared_encoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def live(tmp_path_factory):
     cfg = ServeConfig(store=str(tmp_path_factory.mktemp("store")))
     metrics = Metrics()
     reg = ModelRegistry()
-    reg.add(EmbeddingModel("all-MiniLM-L6-v2", encoderkit.load("all-MiniLM-L6-v2"), cfg.limits, metrics))
+    reg.add(EmbeddingModel("all-MiniLM-L6-v2", shared_encoder(), cfg.limits, metrics))
     with LiveServer(create_app(cfg, registry=reg, metrics=metrics)) as srv:
         yield srv
 

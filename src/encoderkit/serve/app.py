@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import encoderkit
 from encoderkit.serve.auth import KeyStore, bearer_token
-from encoderkit.serve.errors import APIError, api_of, error_body, error_response
+from encoderkit.serve.errors import APIError, api_of, error_response
 from encoderkit.serve.metrics import Metrics
 from encoderkit.serve.models import EmbeddingModel, ModelRegistry, RerankModel
 from encoderkit.serve.state import ServeConfig, ServerState
@@ -54,7 +54,7 @@ class GuardMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        state, path = self.state, scope["path"]
+        state = self.state
         t0 = time.perf_counter()
         status = {"code": 500, "started": False}
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import encoderkit
 from encoderkit.serve.errors import APIError, OllamaError, error_responses
 from encoderkit.serve.models import EmbeddingModel, InputTooLong
-from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state, too_long
+from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state
 
 router = APIRouter(tags=["Ollama"], responses=error_responses(OllamaError, 400, 401, 404, 413, 429, 503))
 

@@ -12,7 +12,7 @@ import encoderkit
 from encoderkit.serve.batcher import Closed, QueueFull
 from encoderkit.serve.errors import APIError, TEIError, error_responses
 from encoderkit.serve.models import InputTooLong
-from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state, too_long
+from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state
 
 router = APIRouter(tags=["TEI"], responses=error_responses(TEIError, 400, 401, 404, 413, 422, 424, 429, 503))
 
