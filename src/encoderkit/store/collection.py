@@ -412,6 +412,19 @@ class Collection:
             return self._exact(qv, k, allowed)
         return out
 
+    def neighbors(self, Q: np.ndarray, k: int, ef_search: int | None = None) -> np.ndarray:
+        """rids of the k nearest stored vectors for each row of Q (-1 pads), through the vector index."""
+        Q = self._prepare_vectors(Q, len(np.atleast_2d(Q)))
+        with self._lock:
+            idx = self._sync_index()
+            if idx.is_trained:
+                return idx.search(Q, k, ef_search=ef_search or self.ef_search, nprobe=self.nprobe)[1]
+            out = np.full((len(Q), k), -1, np.int64)
+            for r, q in enumerate(Q):  # untrained IVF/PQ: a small collection, exact
+                found = [i for i, _ in self._exact(q, k, None)]
+                out[r, :len(found)] = found
+            return out
+
     def _exact(self, qv: np.ndarray, k: int, rids: np.ndarray | None) -> list[tuple[int, float]]:
         """Brute force over the vectors stored in SQLite (all, or the given rids)."""
         best_ids, best_s = np.zeros(0, np.int64), np.zeros(0, np.float32)

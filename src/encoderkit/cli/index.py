@@ -1,0 +1,247 @@
+"""`encoderkit index create|add|info|delete|list`, `encoderkit search`, `encoderkit dedup`: persistent
+collections by name ($ENCODERKIT_HOME/collections/NAME, or --store DIR, or a path)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from encoderkit.cli._common import add_json_flag, emit_json
+
+
+def _store_flag(p) -> None:
+    p.add_argument("--store", metavar="DIR", help="directory holding collections (default $ENCODERKIT_HOME/collections "
+                                                  "or ~/.encoderkit/collections)")
+
+
+def register(sub) -> None:
+    idx = sub.add_parser("index", help="create, fill, inspect and delete persistent collections")
+    isub = idx.add_subparsers(dest="index_command", metavar="ACTION")
+    idx.set_defaults(func=lambda args: (idx.print_help(), 2)[1])
+
+    p = isub.add_parser("create", help="create an empty collection for a model")
+    p.add_argument("name")
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("--index", default="Flat", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,PQ16")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"])
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_create)
+
+    p = isub.add_parser("add", help="ingest files or directories (.txt .md .jsonl .csv)")
+    p.add_argument("name")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk (default: model max - 2; 0: no split)")
+    p.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks (default 32)")
+    p.add_argument("--batch-size", type=int, default=256, help="documents per committed batch (default 256)")
+    p.add_argument("--text-field", default="text", help="JSONL key / CSV column holding the text")
+    p.add_argument("--id-field", default="id", help="JSONL key / CSV column holding the id")
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_add)
+
+    p = isub.add_parser("info", help="model, index, size and an integrity check of a collection")
+    p.add_argument("name")
+    p.add_argument("--check", action="store_true", help="also verify that table, FTS and vector index agree")
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_info)
+
+    p = isub.add_parser("delete", help="delete a whole collection, or documents of it (--ids / --where)")
+    p.add_argument("name")
+    p.add_argument("--ids", nargs="+", help="delete only these documents")
+    p.add_argument("--where", help="delete only documents matching this metadata filter (JSON)")
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_delete)
+
+    p = isub.add_parser("list", help="the collections in the store directory")
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("search", help="search a collection: vector, keyword or hybrid, with filters and reranking")
+    p.add_argument("name")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10, help="results (default 10)")
+    p.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
+    p.add_argument("--rerank", metavar="MODEL", help="cross-encoder to rerank the top candidates")
+    p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
+    p.add_argument("--fusion", default="rrf", choices=["rrf", "weighted"], help="hybrid fusion (default rrf, k=60)")
+    p.add_argument("--alpha", type=float, default=0.5, help="vector weight for --fusion weighted")
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("dedup", help="groups of near-duplicate documents (cosine >= threshold)")
+    p.add_argument("name")
+    p.add_argument("--threshold", type=float, default=0.95)
+    p.add_argument("--neighbors", type=int, default=16, help="neighbours asked per document (doubled when all pass)")
+    _store_flag(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_dedup)
+
+
+def _open(args, must_exist: bool = True, encoder=None, **kw):
+    from encoderkit.store import Collection, collection_path
+
+    path = collection_path(args.name, args.store)
+    if must_exist and not (path / "collection.db").exists():
+        raise FileNotFoundError(f"no collection {args.name!r} at {path}; create it with "
+                                f"`encoderkit index create {args.name} --model MODEL`")
+    return Collection.open(path, encoder, **kw)
+
+
+def cmd_create(args) -> int:
+    from encoderkit.store import collection_path
+
+    path = collection_path(args.name, args.store)
+    if (path / "collection.db").exists():
+        raise ValueError(f"collection {args.name!r} already exists at {path}; use `encoderkit index add` to fill it "
+                         "or `encoderkit index delete` first")
+    col = _open(args, must_exist=False, encoder=args.model, index=args.index, metric=args.metric)
+    info = col.info()
+    col.close()
+    if args.json:
+        emit_json(info)
+    else:
+        print(f"created {args.name} at {info['path']}: model {info['model']} (dim {info['dim']}), "
+              f"index {info['index']}, metric {info['metric']}")
+    return 0
+
+
+def cmd_add(args) -> int:
+    col = _open(args)
+    try:
+        report = col.ingest(args.paths, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
+                            batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
+                            progress=None if not args.json else False)
+        total = col.count()
+    finally:
+        col.close()
+    out = {**report.to_dict(), "documents": total}
+    if args.json:
+        emit_json(out)
+    else:
+        print(f"{args.name}: {report.added} added, {report.unchanged} unchanged, {report.duplicates} duplicates "
+              f"skipped, {report.chunked} documents chunked, from {report.files} files; {total} in total")
+        for p, why in report.errors:
+            print(f"  skipped {p}: {why}", file=sys.stderr)
+    return 1 if report.errors and not report.added and not report.unchanged else 0
+
+
+def cmd_info(args) -> int:
+    col = _open(args)
+    try:
+        info = col.info()
+        if args.check:
+            info["check"] = col.check()
+    finally:
+        col.close()
+    if args.json:
+        emit_json(info)
+    else:
+        for key in ("path", "model", "dim", "metric", "index", "documents", "bytes"):
+            print(f"{key:10s} {info[key]}")
+        if args.check:
+            c = info["check"]
+            print(f"{'check':10s} {'ok' if c['ok'] else 'FAILED'}")
+            for prob in c["problems"]:
+                print(f"  {prob}")
+    return 0 if not args.check or info["check"]["ok"] else 1
+
+
+def cmd_delete(args) -> int:
+    from encoderkit.store import collection_path
+
+    path = collection_path(args.name, args.store)
+    if not (path / "collection.db").exists():
+        raise FileNotFoundError(f"no collection {args.name!r} at {path}")
+    if args.ids or args.where:
+        col = _open(args)
+        try:
+            n = col.delete(args.ids, where=json.loads(args.where) if args.where else None)
+            left = col.count()
+        finally:
+            col.close()
+        out = {"deleted_documents": n, "documents": left}
+    else:
+        for f in ("collection.db", "collection.db-wal", "collection.db-shm", "index.faiss", "index.json"):
+            (path / f).unlink(missing_ok=True)
+        for f in path.glob("*.tmp"):
+            f.unlink()
+        if not any(path.iterdir()):  # other files the user put there stay
+            path.rmdir()
+        out = {"deleted_collection": str(path)}
+    if args.json:
+        emit_json(out)
+    else:
+        print(", ".join(f"{k} {v}" for k, v in out.items()))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from encoderkit.store import Collection, collection_path
+
+    root = Path(args.store).expanduser() if args.store else collection_path("x").parent
+    rows = []
+    for d in sorted(root.iterdir()) if root.exists() else []:
+        if (d / "collection.db").exists():
+            col = Collection.open(d, create=False)
+            info = col.info()
+            col.store.close()
+            rows.append({"name": d.name, **info})
+    if args.json:
+        emit_json(rows)
+    elif not rows:
+        print(f"no collections in {root}")
+    else:
+        print(f"{'NAME':24s} {'DOCS':>8s}  {'INDEX':10s} MODEL")
+        for r in rows:
+            print(f"{r['name']:24s} {r['documents']:>8d}  {r['index']:10s} {r['model']}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    col = _open(args)
+    try:
+        hits = col.search(args.query, k=args.k, mode=args.mode, where=args.where, rerank=args.rerank,
+                          rerank_top=args.rerank_top, fusion=args.fusion, alpha=args.alpha)
+    finally:
+        col.close()
+    if args.json:
+        emit_json([h.to_dict() for h in hits])
+        return 0
+    if not hits:
+        print("no results")
+        return 0
+    width = max(2, min(32, max(len(h.id) for h in hits)))
+    term = shutil.get_terminal_size((120, 20)).columns
+    room = max(30, term - width - 16)
+    print(f"{'#':>3s}  {'SCORE':>8s}  {'ID':{width}s}  TEXT")
+    for i, h in enumerate(hits, start=1):
+        text = " ".join(h.text.split())
+        text = text if len(text) <= room else text[: room - 1] + "…"
+        print(f"{i:>3d}  {h.score:>8.4f}  {h.id[:width]:{width}s}  {text}")
+    return 0
+
+
+def cmd_dedup(args) -> int:
+    from encoderkit.tasks.dedup import find_duplicates
+
+    col = _open(args)
+    try:
+        groups = find_duplicates(col, args.threshold, neighbors=args.neighbors, progress=None if not args.json else False)
+        n = col.count()
+    finally:
+        col.close()
+    if args.json:
+        emit_json({"documents": n, "threshold": args.threshold, "groups": groups})
+        return 0
+    print(f"{len(groups)} groups of near-duplicates (cosine >= {args.threshold}) among {n} documents")
+    for g in groups:
+        print(f"  [{g['size']}] min cosine {g['min_cosine']:.3f}: {', '.join(g['ids'][:8])}"
+              + (" ..." if g["size"] > 8 else ""))
+    return 0

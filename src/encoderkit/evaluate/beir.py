@@ -1,0 +1,140 @@
+"""Retrieval evaluation on a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), through a
+Collection (vector / keyword / hybrid, optional rerank) or exact cosine search in memory."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from encoderkit.evaluate.metrics import DEFAULT, evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BeirData:
+    corpus: dict[str, dict]            # doc id -> {"title", "text", ...}
+    queries: dict[str, str]            # query id -> text (only those with judgments in the split)
+    qrels: dict[str, dict[str, int]]   # query id -> {doc id: relevance}
+
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+    def doc_texts(self) -> list[str]:
+        """title + " " + text, as BEIR's dense retrievers join them (just the text when there is no title)."""
+        return [(d.get("title") or "").strip() + " " + d.get("text", "") if (d.get("title") or "").strip()
+                else d.get("text", "") for d in self.corpus.values()]
+
+
+def _jsonl(path: Path) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirData:
+    """Read a BEIR dataset folder; queries are restricted to those judged in `split`."""
+    folder = Path(folder).expanduser()
+    need = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"]
+    for p in need:
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: a BEIR folder has corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+    corpus = {str(o["_id"]): o for o in _jsonl(need[0])}
+    qrels: dict[str, dict[str, int]] = {}
+    with open(need[2], encoding="utf-8") as f:
+        rows = csv.reader(f, delimiter="\t")
+        for lineno, row in enumerate(rows, start=1):
+            if lineno == 1 and row and not row[-1].lstrip("-").isdigit():
+                continue  # header: query-id corpus-id score
+            if len(row) < 3:
+                raise ValueError(f"{need[2]}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score'")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    queries = {str(o["_id"]): o["text"] for o in _jsonl(need[1])}
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise ValueError(f"{len(missing)} judged queries are missing from queries.jsonl (e.g. {missing[0]!r})")
+    return BeirData(corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def exact_run(doc_vecs: np.ndarray, doc_ids: list[str], query_vecs: np.ndarray, query_ids: list[str],
+              k: int = 100) -> dict[str, dict[str, float]]:
+    """Exact top-k by inner product (cosine for normalized vectors), the BEIR dense-retrieval reference."""
+    run = {}
+    for s in range(0, len(query_ids), 256):
+        S = query_vecs[s:s + 256] @ doc_vecs.T
+        top = np.argpartition(-S, min(k, S.shape[1] - 1), axis=1)[:, :k]
+        for r, qid in enumerate(query_ids[s:s + 256]):
+            run[qid] = {doc_ids[j]: float(S[r, j]) for j in top[r]}
+    return run
+
+
+def collection_run(collection: Any, data: BeirData, mode: str = "vector", k: int = 100,
+                   query_vecs: np.ndarray | None = None, progress: bool | None = None, **search_opts) -> dict:
+    """Run every judged query through `collection.search` (query vectors encoded in one batch)."""
+    qids = list(data.queries)
+    texts = [data.queries[q] for q in qids]
+    if mode != "keyword" and query_vecs is None:
+        query_vecs = collection.embed(texts, batch_size=64, progress=progress)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(qids), desc=f"search {mode}", unit="query")
+    run = {}
+    for i, (qid, text) in enumerate(zip(qids, texts)):
+        vec = None if mode == "keyword" else query_vecs[i]
+        hits = collection.search(text, k=k, mode=mode, vector=vec, **search_opts)
+        run[qid] = {h.id: h.score for h in hits}
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return run
+
+
+def evaluate_beir(folder: str | Path, encoder: Any = None, *, mode: str = "vector", split: str = "test",
+                  collection: Any = None, metrics: Iterable[str] = DEFAULT, k: int = 100, batch_size: int = 64,
+                  progress: bool | None = None, **search_opts) -> dict:
+    """Metrics of a retrieval run on a BEIR folder. With `collection` (already holding the corpus) search goes
+    through it; else a temporary collection is built when mode is keyword/hybrid, or exact search in memory
+    for vector mode. Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
+    t0 = time.perf_counter()
+    data = load_beir(folder, split)
+    if collection is not None:
+        run = collection_run(collection, data, mode, k, progress=progress, **search_opts)
+    elif mode == "vector" and not search_opts:
+        D = encoder.encode(data.doc_texts(), batch_size=batch_size, normalize=True, progress=progress)
+        Q = encoder.encode(list(data.queries.values()), batch_size=batch_size, normalize=True, progress=progress)
+        run = exact_run(D, data.doc_ids(), Q, list(data.queries), k)
+    else:
+        import tempfile
+
+        from encoderkit.store import Collection
+
+        with tempfile.TemporaryDirectory() as tmp:
+            col = Collection.open(tmp, encoder)
+            try:
+                X = None
+                if mode != "keyword" or search_opts.get("rerank") is not None:
+                    X = encoder.encode(data.doc_texts(), batch_size=batch_size, normalize=True, progress=progress)
+                else:
+                    X = np.zeros((len(data.corpus), col.dim), np.float32)  # keyword only: vectors unused
+                    X[:, 0] = 1.0
+                col.add(data.doc_texts(), ids=data.doc_ids(), vectors=X)
+                run = collection_run(col, data, mode, k, progress=progress, **search_opts)
+            finally:
+                col.close()
+    out = {m: round(v, 5) for m, v in evaluate(data.qrels, run, metrics).items()}
+    out.update({"queries": len(run), "documents": len(data.corpus), "mode": mode,
+                "seconds": round(time.perf_counter() - t0, 1)})
+    return out
