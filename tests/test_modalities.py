@@ -220,3 +220,36 @@ def test_zero_shot_with_a_text_encoder_and_the_cli(capsys):
     out = json.loads(capsys.readouterr().out)
     assert [r["label"] for r in out["results"]] == ["football", "baking", "economics"]
     assert all(len(r["top"]) == 2 for r in out["results"])
+
+
+# ---------------------------------------------------------------------------------------------- linear encoders
+def test_pca_encoder_equals_scikit_learn_on_mnist():
+    from sklearn.decomposition import PCA as SkPCA
+
+    from conftest import data_path
+    from encoderkit.datasets.mnist import load_mnist
+    from encoderkit.models.linear import pca_encoder
+
+    images, _ = load_mnist(data_path("mnist"))
+    x = images[:2000].reshape(2000, -1).astype(np.float64) / 255.0
+    enc = pca_encoder(x, 16)
+    ref = SkPCA(n_components=16, svd_solver="full").fit(x)
+    got = enc.encode(list(images[8000:8300] / 255.0), batch_size=64)  # 28x28 arrays are flattened
+    want = ref.transform(images[8000:8300].reshape(300, -1).astype(np.float64) / 255.0)
+    assert np.abs(enc.model.inner.components.numpy() - ref.components_).max() <= 1e-6
+    assert np.abs(enc.model.inner.explained_variance.numpy() - ref.explained_variance_).max() <= 1e-6
+    # float64 inside; encode() returns float32, so compare to float32 resolution of the largest coordinate
+    assert np.abs(got - want).max() <= 1e-6 * max(1.0, np.abs(want).max())
+
+
+def test_one_hot_and_embedding_lookup_encoders():
+    from encoderkit.models.linear import embedding_encoder, one_hot_encoder
+
+    oh = one_hot_encoder(["red", "green", "blue"])
+    assert (oh.encode(["blue", "red"]) == np.array([[0, 0, 1], [1, 0, 0]], np.float32)).all()
+    with pytest.raises(ValueError, match="input 1: unknown category 'pink'"):
+        oh.encode(["red", "pink"])
+    table = np.arange(12, dtype=np.float32).reshape(3, 4)
+    emb = embedding_encoder(["a", "b", "<unk>"], 4, weight=table, unknown="<unk>")
+    assert (emb.encode(["b", "zzz"]) == table[[1, 2]]).all()
+    assert emb.encode("a").shape == (4,)
