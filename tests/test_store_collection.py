@@ -286,3 +286,19 @@ def test_collection_path(tmp_path, monkeypatch):
     assert collection_path(str(tmp_path / "here")) == tmp_path / "here"
     with pytest.raises(ValueError, match="bad collection name"):
         collection_path("no spaces please")
+
+
+def test_check_detects_disagreement(tmp_path):
+    c = Collection.open(tmp_path / "k", FakeEncoder())
+    texts, ids, _ = corpus(20)
+    c.add(texts, ids=ids)
+    assert c.check()["ok"]
+    c._sync_index().remove([int(c.store.all_rids()[0])])  # the vector index loses a document
+    r = c.check()
+    assert not r["ok"] and any("vector index disagrees" in p and "1 documents missing" in p for p in r["problems"])
+    c._index = None  # rebuilt from SQLite on next use
+    assert c.check()["ok"]
+    c.store.conn.execute("DROP TRIGGER docs_ad")  # a delete that bypasses the FTS trigger
+    c.store.conn.execute("DELETE FROM docs WHERE id = 'd3'")
+    assert any("FTS5" in p for p in c.check()["problems"])
+    c.store.close()

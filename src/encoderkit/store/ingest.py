@@ -51,7 +51,7 @@ def iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str]]
     for p in paths:
         p = Path(p).expanduser()
         if p.is_dir():
-            for f in sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in SUFFIXES):
+            for f in sorted(q for q in p.rglob("*") if (q.is_file() or q.is_symlink()) and q.suffix.lower() in SUFFIXES):
                 yield f, (Path(p.name) / f.relative_to(p)).as_posix()
         elif p.exists() or p.is_symlink():
             yield p, p.name
