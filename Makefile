@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean bench
+.PHONY: demo test test-fast install clean bench serve
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+serve: $(STAMP)
+	$(BIN)/encoderkit serve --model all-MiniLM-L6-v2 --host 127.0.0.1 --port 8080
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/encode_throughput.py

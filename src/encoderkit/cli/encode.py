@@ -11,8 +11,13 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="encode texts from a file (or stdin) into vectors")
-    p.add_argument("input", help="a .txt (one text per line), .jsonl, .csv file, or - for stdin")
-    p.add_argument("-o", "--output", required=True, help="where to write vectors: .npy or .jsonl")
+    p.add_argument("input", nargs="+", help="a .txt (one text per line), .jsonl, .csv file, or - for stdin "
+                   "(several files with --engine ray)")
+    p.add_argument("-o", "--output", required=True, help="where to write vectors: .npy or .jsonl (.parquet with --engine ray)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data with an actor pool (see --actors, --ray-address)")
+    p.add_argument("--actors", type=int, default=2, help="Ray actors, each loads the model once (default 2)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. ray://head:10001 (default: local)")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
     p.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--column", default="text", help="CSV column holding the text (default: text)")
@@ -40,7 +45,21 @@ def run_encode(args) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    records = read_inputs(args.input, field=args.field, column=args.column)
+    if args.engine == "ray":
+        from encoderkit.distributed.ray_encode import ray_encode
+
+        summary = ray_encode(args.model, args.input, args.output, field=args.field, column=args.column,
+                             actors=args.actors, encode_batch_size=args.batch_size, normalize=args.normalize,
+                             address=args.ray_address)
+        if args.json:
+            emit_json(summary)
+        else:
+            print(f"encoded {summary['count']} texts -> {summary['output']} with {summary['actors']} Ray actors in "
+                  f"{summary['seconds']:.2f}s: {summary['texts_per_second']} texts/s", file=sys.stderr)
+        return 0
+    if len(args.input) != 1:
+        raise ValueError("the local engine takes one input file (use --engine ray for several)")
+    records = read_inputs(args.input[0], field=args.field, column=args.column)
     enc = encoderkit.load(args.model)
     t0 = time.perf_counter()
     vectors = enc.encode(records.texts, batch_size=args.batch_size, normalize=args.normalize,

@@ -1,0 +1,1 @@
+"""Batch encoding on existing distributed engines (Ray Data)."""
