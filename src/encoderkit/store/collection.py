@@ -362,7 +362,7 @@ class Collection:
             rerank_top = _check_k(rerank_top, "rerank_top")
         depth = max(k, rerank_top) if rerank is not None else k
         with self._lock:
-            if self.store.count() == 0:
+            if self.store.is_empty():
                 return []
             if mode == "hybrid":
                 depth = candidates or max(2 * depth, 100)

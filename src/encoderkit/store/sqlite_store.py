@@ -105,6 +105,9 @@ class SQLiteStore:
         sql, params = compile_where(where)
         return int(self.conn.execute(f"SELECT count(*) FROM docs WHERE {sql}", params).fetchone()[0])
 
+    def is_empty(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM docs LIMIT 1").fetchone() is None
+
     def rows_by_ids(self, ids: list[str]) -> dict[str, tuple]:
         out = {}
         for chunk in _chunks(ids, 500):
