@@ -302,3 +302,21 @@ def test_check_detects_disagreement(tmp_path):
     c.store.conn.execute("DELETE FROM docs WHERE id = 'd3'")
     assert any("FTS5" in p for p in c.check()["problems"])
     c.store.close()
+
+
+def test_rerank_by_name_loads_cross_encoder_once(col, monkeypatch):
+    from encoderkit.tasks import rerank as rr
+
+    loaded = []
+
+    class Fake:
+        def score(self, query, passages):
+            return np.array([p.count("cat") for p in passages], dtype=np.float32)
+
+    monkeypatch.setattr(rr.CrossEncoder, "load", classmethod(lambda cls, name, **kw: loaded.append(name) or Fake()))
+    for _ in range(2):
+        hits = col.search("cat", k=3, rerank="some/cross-encoder", rerank_top=30)
+    assert loaded == ["some/cross-encoder"]
+    assert hits[0].text.count("cat") == max(h.text.count("cat") for h in col.search("cat", k=30))
+    with pytest.raises(TypeError, match="rerank_top must be a positive integer"):
+        col.search("cat", rerank=Fake(), rerank_top=0.5)
