@@ -212,7 +212,7 @@ def test_bf16_autocast_trains():
 def test_metrics_returned_by_loss_fn_are_averaged():
     def loss_fn(model, batch):
         loss = _mse(model, batch)
-        return loss, {"twice": 2 * float(loss)}
+        return loss, {"twice": 2 * float(loss.detach())}
 
     t = Trainer(nn.Linear(6, 1), loss_fn, _data(), config=_cfg(epochs=1))
     rec = t.fit()[0]
