@@ -1,6 +1,7 @@
 """The reconstruction family on real MNIST (the t10k set: first 8,000 train, last 2,000 test), each figure
-next to its raw-pixel baseline. Slow: about 5-6 minutes together on a quiet 2-core CPU (budget per test in
-its docstring). Run with `pytest -s -m slow tests/test_mnist_results.py` to see the figures."""
+next to its raw-pixel baseline. Slow: the per-test budgets in the docstrings add up to ~6 minutes on a quiet
+2-core CPU (an estimate: measured only on a machine shared with other jobs, at load 10-20 with one thread,
+where the five took ~40 minutes). Run with `pytest -s -m slow tests/test_mnist_results.py` to see the figures."""
 from __future__ import annotations
 
 import math
