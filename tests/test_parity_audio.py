@@ -163,3 +163,19 @@ def test_legacy_weight_norm_names_are_renamed():
     out = rename_legacy_weight_norm({"encoder.pos_conv_embed.conv.weight_g": 1, "encoder.pos_conv_embed.conv.weight_v": 2})
     assert set(out) == {"encoder.pos_conv_embed.conv.parametrizations.weight.original0",
                         "encoder.pos_conv_embed.conv.parametrizations.weight.original1"}
+
+
+def test_legacy_weight_norm_checkpoint_loads_end_to_end(tmp_path):
+    """A file whose positional conv is named weight_g / weight_v (pre-parametrization torch) loads and matches."""
+    from safetensors.torch import load_file, save_file
+
+    ref = _w2v("wav2vec2-base", tmp_path)
+    st = load_file(str(tmp_path / "model.safetensors"))
+    legacy = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
+              for k, v in st.items()}
+    assert any(k.endswith("weight_g") for k in legacy)
+    save_file(legacy, str(tmp_path / "model.safetensors"))
+    enc = encoderkit.load(tmp_path)
+    x = torch.from_numpy(np.stack(_waves(4000)))
+    with torch.no_grad():
+        assert (enc.model(input_values=x) - ref(input_values=x).last_hidden_state).abs().max().item() <= 1e-5

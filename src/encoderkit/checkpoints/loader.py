@@ -53,6 +53,8 @@ def load_folder(folder: Path, max_length: int | None = None) -> LoadedCheckpoint
     state = read_state_dict(wfile)
     prefix = detect_prefix(state, family.anchor, wfile)
     rel = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if family.rename_state is not None:  # older names of the same tensors (e.g. wav2vec2 weight_g / weight_v)
+        rel = family.rename_state(rel)
     key_map = family.key_map(cfg)
     load_mapped(model, rel, key_map, wfile, family.ignore_prefixes)
     used = {n for src in key_map.values() for n in ((src,) if isinstance(src, str) else src)}
