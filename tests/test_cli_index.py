@@ -100,3 +100,19 @@ def test_eval_beir_cli_keyword(home, capsys, tmp_path):
         assert set(res) >= {"ndcg@10", "recall@100", "mrr@10", "map@100"}
         if mode == "keyword":
             assert res["ndcg@10"] == 1.0 and res["mrr@10"] == 1.0
+    # several modes at once: one encoding, the same figures as one mode at a time, and a bar chart
+    code, out, _ = run(capsys, "eval", "beir", str(b), "--model", "fake", "--mode", "all", "--json",
+                       "--plot", str(tmp_path / "chart.png"))
+    assert code == 0
+    multi = json.loads(out)
+    assert [r["mode"] for r in multi["modes"]] == ["vector", "keyword", "hybrid"]
+    for r in multi["modes"]:
+        code, out, _ = run(capsys, "eval", "beir", str(b), "--model", "fake", "--mode", r["mode"], "--json")
+        single = json.loads(out)
+        assert all(single[m] == r[m] for m in ("ndcg@10", "recall@100", "mrr@10", "map@100"))
+    from PIL import Image
+
+    with Image.open(tmp_path / "chart.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 200
+    with pytest.raises(SystemExit):
+        main(["eval", "beir", str(b), "--mode", "vector,semantic"])

@@ -1,6 +1,8 @@
 """`encoderkit eval beir PATH` and `encoderkit eval sts PATH`: retrieval and similarity benchmarks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from encoderkit.cli._common import add_json_flag, emit_json
 
 
@@ -12,7 +14,10 @@ def register(sub) -> None:
     p = esub.add_parser("beir", help="NDCG@10, Recall@100, MRR@10, MAP@100 on a BEIR folder")
     p.add_argument("path", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    p.add_argument("--mode", default="vector", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--mode", default="vector", type=_modes,
+                   help="vector, keyword or hybrid; several comma-separated (e.g. vector,keyword,hybrid) or 'all' "
+                        "encode the corpus once and compare")
+    p.add_argument("--plot", metavar="PNG", help="write a bar chart of the metrics per mode")
     p.add_argument("--split", default="test")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
     p.add_argument("--rerank-top", type=int, default=50)
@@ -28,6 +33,44 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_sts)
 
 
+MODES = ("vector", "keyword", "hybrid")
+
+
+def _modes(value: str) -> list[str]:
+    modes = list(MODES) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or value!r}; choose from {', '.join(MODES)} or all")
+    return modes
+
+
+def plot_metrics(results: list[dict], path: str, title: str = "") -> str:
+    """Grouped bar chart: one group per metric, one bar per mode (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [k for k, v in results[0].items() if "@" in k and isinstance(v, float)]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(metrics), 4))
+    width = 0.8 / len(results)
+    for j, r in enumerate(results):
+        xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(metrics))]
+        bars = ax.bar(xs, [r[m] for m in metrics], width, label=r["mode"])
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(title="mode")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _print(result: dict) -> None:
     for key, value in result.items():
         print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
@@ -41,10 +84,38 @@ def cmd_beir(args) -> int:
     opts = {}
     if args.rerank:
         opts = {"rerank": args.rerank, "rerank_top": args.rerank_top}
-    result = evaluate_beir(args.path, enc, mode=args.mode, split=args.split, batch_size=args.batch_size,
-                           progress=None if not args.json else False, **opts)
-    result = {"model": enc.name, **result}
-    emit_json(result) if args.json else _print(result)
+    progress = None if not args.json else False
+    if len(args.mode) == 1:
+        results = [evaluate_beir(args.path, enc, mode=args.mode[0], split=args.split, batch_size=args.batch_size,
+                                 progress=progress, **opts)]
+    else:  # several modes: encode the corpus once into a temporary collection, search it per mode
+        import tempfile
+
+        from encoderkit.evaluate.beir import load_beir
+        from encoderkit.store import Collection
+
+        data = load_beir(args.path, args.split)
+        with tempfile.TemporaryDirectory() as tmp:
+            col = Collection.open(tmp, enc)
+            try:
+                col.add(data.doc_texts(), ids=data.doc_ids(),
+                        vectors=enc.encode(data.doc_texts(), batch_size=args.batch_size, normalize=True, progress=progress))
+                results = [evaluate_beir(args.path, enc, mode=m, split=args.split, collection=col, progress=progress,
+                                         **opts) for m in args.mode]
+            finally:
+                col.close()
+    results = [{"model": enc.name, **r} for r in results]
+    if args.plot:
+        plot_metrics(results, args.plot, title=f"{Path(args.path).name} — {enc.name}")
+    out = results[0] if len(results) == 1 else {"model": enc.name, "modes": results}
+    if args.json:
+        emit_json(out)
+    else:
+        for r in results:
+            _print(r)
+            print()
+        if args.plot:
+            print(f"chart written to {args.plot}")
     return 0
 
 
