@@ -78,12 +78,17 @@ def test_info_json():
 
 
 @pytest.mark.slow
-def test_demo_answers_questions_from_stdlib_docstrings():
-    out = run("demo", "--json", "-k", "5", "-q", "parse command line options and arguments",
-              "-q", "decode a base64 string")
+def test_demo_answers_questions_from_stdlib_docstrings(tmp_path):
+    qs = ["-q", "parse command line options and arguments", "-q", "decode a base64 string"]
+    out = run("demo", "--json", "-k", "5", "--store", str(tmp_path), *qs)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert res["documents"] > 3000
+    assert res["documents"] > 3000 and res["built"] and res["mode"] == "hybrid"
+    again = run("demo", "--json", "-k", "5", "--store", str(tmp_path), *qs)  # persistent: reopened, same answers
+    assert again.returncode == 0, again.stderr
+    res2 = json.loads(again.stdout)
+    assert not res2["built"] and res2["documents"] == res["documents"]
+    assert [[h["id"] for h in r["hits"]] for r in res2["questions"]] == [[h["id"] for h in r["hits"]] for r in res["questions"]]
     hits = {r["question"]: [h["id"] for h in r["hits"]] for r in res["questions"]}
     assert any(h.startswith(("argparse", "getopt", "optparse")) for h in hits["parse command line options and arguments"])
     assert any(h.startswith(("base64", "binascii")) for h in hits["decode a base64 string"])

@@ -1,4 +1,5 @@
-"""`encoderkit demo`: semantic search over the Python standard library's docstrings with the default model."""
+"""`encoderkit demo`: semantic search over the Python standard library's docstrings with the default model,
+kept in a persistent collection (built on the first run, reopened afterwards) and queried in hybrid mode."""
 from __future__ import annotations
 
 import time
@@ -22,49 +23,69 @@ def register(sub) -> None:
     p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("-k", type=int, default=5, help="hits per question (default 5)")
     p.add_argument("-q", "--question", action="append", help="your own question (repeatable)")
+    p.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--collection", default="stdlib-demo",
+                   help="collection name or path (default: stdlib-demo under $ENCODERKIT_HOME/collections)")
+    p.add_argument("--store", metavar="DIR", help="directory holding collections")
+    p.add_argument("--rebuild", action="store_true", help="drop and rebuild the collection")
     add_json_flag(p)
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args) -> int:
-    import numpy as np
+    import shutil
 
     import encoderkit
     from encoderkit.datasets.stdlib import stdlib_docstrings
+    from encoderkit.store.collection import Collection, collection_path
 
     if args.k < 1:
         raise ValueError("-k must be at least 1")
-    t0 = time.perf_counter()
-    docs = stdlib_docstrings()
-    t_read = time.perf_counter() - t0
+    path = collection_path(args.collection, args.store)
+    if args.rebuild and path.exists():
+        shutil.rmtree(path)
     t0 = time.perf_counter()
     enc = encoderkit.load(args.model)
     t_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    X = enc.encode([f"{d.id}: {d.text}" for d in docs], batch_size=64, normalize=True, progress=None if not args.json else False)
-    t_encode = time.perf_counter() - t0
+    col = Collection.open(path, enc)
+    built, t_build, n_new = False, 0.0, 0
+    docs = stdlib_docstrings()
+    if col.count() != len(docs):  # first run, or an interrupted one: upsert in batches (re-running is safe)
+        t0 = time.perf_counter()
+        batch = 512
+        for i in range(0, len(docs), batch):
+            chunk = docs[i:i + batch]
+            col.upsert([f"{d.id}: {d.text}" for d in chunk], ids=[d.id for d in chunk],
+                       metadatas=[{"kind": d.kind, "module": d.module} for d in chunk])
+            n_new += len(chunk)
+            if not args.json:
+                print(f"\rbuilding {path.name}: {n_new}/{len(docs)} docstrings", end="", flush=True)
+        if not args.json:
+            print()
+        col.flush()
+        built, t_build = True, time.perf_counter() - t0
     results = []
     for q in args.question or QUESTIONS:
         t0 = time.perf_counter()
-        qv = enc.encode(q, normalize=True)
-        scores = X @ qv
-        top = np.argsort(-scores)[: args.k]
+        hits = col.search(q, k=args.k, mode=args.mode)
         ms = (time.perf_counter() - t0) * 1000
         results.append({"question": q, "ms": round(ms, 2),
-                        "hits": [{"id": docs[i].id, "score": round(float(scores[i]), 4), "text": docs[i].text[:160]}
-                                 for i in top]})
-    summary = {"model": enc.name, "documents": len(docs), "read_seconds": round(t_read, 2),
-               "load_seconds": round(t_load, 2), "encode_seconds": round(t_encode, 2),
-               "docs_per_second": round(len(docs) / t_encode, 1), "questions": results}
+                        "hits": [{"id": h.id, "score": round(float(h.score), 4),
+                                  "text": h.text.split(": ", 1)[-1][:160]} for h in hits]})
+    summary = {"model": enc.name, "collection": str(path), "documents": col.count(), "mode": args.mode,
+               "built": built, "load_seconds": round(t_load, 2), "build_seconds": round(t_build, 2),
+               "docs_per_second": round(n_new / t_build, 1) if built and t_build else None, "questions": results}
+    col.close()
     if args.json:
         emit_json(summary)
         return 0
-    print(f"{len(docs)} standard-library docstrings read in {t_read:.1f}s; model {enc.name} loaded in {t_load:.1f}s;")
-    print(f"encoded in {t_encode:.1f}s ({summary['docs_per_second']} docs/s)\n")
+    how = (f"built in {t_build:.1f}s ({summary['docs_per_second']} docs/s)" if built else "reopened")
+    print(f"{summary['documents']} standard-library docstrings in collection {path} ({how}); "
+          f"model {enc.name} loaded in {t_load:.1f}s; {args.mode} search\n")
     for r in results:
         print(f"? {r['question']}   ({r['ms']:.1f} ms)")
         for rank, h in enumerate(r["hits"], 1):
-            snippet = h["text"][:90] + ("..." if len(h["text"]) > 90 else "")
-            print(f"  {rank}. {h['score']:.3f}  {h['id']:<40}  {snippet}")
+            snippet = h["text"][:80] + ("..." if len(h["text"]) > 80 else "")
+            print(f"  {rank}. {h['score']:.4f}  {h['id']:<40}  {snippet}")
         print()
     return 0
