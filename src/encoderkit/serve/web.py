@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from encoderkit.serve.collections_api import SearchResponse
 from encoderkit.serve.errors import APIError, TEIError, error_responses
 from encoderkit.serve.state import ServerState, embed_checked, require_role, server_state
 
@@ -144,16 +145,7 @@ class SimilarRequest(BaseModel):
     where: dict[str, Any] | None = None
 
 
-class SimilarHit(BaseModel):
-    id: str
-    score: float | None
-    text: str
-    metadata: dict[str, Any]
-    scores: dict[str, float]
-
-
-class SimilarResponse(BaseModel):
-    hits: list[SimilarHit]
+SimilarResponse = SearchResponse  # "more like this" answers exactly like a search
 
 
 # ------------------------------------------------------------------ helpers
