@@ -33,33 +33,40 @@ print("DONE", flush=True)
 """
 
 
-def _run_child(script: Path, kill_after: float | None) -> tuple[set[str], bool]:
-    """Run the ingest child; SIGKILL it `kill_after` seconds after its first commit. Returns (ids it reported
-    committed, whether it finished)."""
+def _run_child(script: Path, kill_at: tuple[int, float] | None) -> tuple[set[str], bool]:
+    """Run the ingest child. With `kill_at=(k, delay)`, SIGKILL it `delay` seconds after its k-th commit that
+    wrote documents: the kill is tied to progress, not to wall time, so a fast machine cannot finish the ingest
+    before the kill. Returns (ids it reported committed, whether it finished)."""
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines: list[str] = []
-    first = threading.Event()
+    reached = threading.Event()
+    target = kill_at[0] if kill_at is not None else None
 
     def read():
+        writes = 0
         for line in proc.stdout:
             lines.append(line)
-            first.set()
+            if line.startswith("COMMIT ") and json.loads(line[7:]):
+                writes += 1
+                if target is not None and writes >= target:
+                    reached.set()
+        reached.set()  # the child ended (finished or crashed) before the target
 
     t = threading.Thread(target=read, daemon=True)
     t.start()
-    if kill_after is not None:
-        if not first.wait(timeout=120):
+    if kill_at is not None:
+        if not reached.wait(timeout=300):
             proc.kill()
-            raise AssertionError(f"child made no commit in 120 s: {proc.stderr.read()[-2000:]}")
-        time.sleep(kill_after)
+            raise AssertionError(f"child made {target} commits in 300 s: {proc.stderr.read()[-2000:]}")
+        time.sleep(kill_at[1])
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=300)
     t.join(timeout=10)
     err = proc.stderr.read()
     done = any(line.startswith("DONE") for line in lines)
-    if kill_after is None:
+    if kill_at is None:
         assert proc.returncode == 0, err[-3000:]
     committed = set()
     for line in lines:
@@ -85,7 +92,8 @@ def test_sigkill_during_ingest(tmp_path, index):
     committed_ever: set[str] = set()
     kills = 0
     for attempt in range(4):
-        committed, done = _run_child(script, kill_after=rng.uniform(0.05, 1.5))
+        # 100 batches of 40 in all; each run is killed a moment after its 3rd..15th batch that wrote something
+        committed, done = _run_child(script, kill_at=(rng.randint(3, 15), rng.uniform(0.0, 0.05)))
         committed_ever |= committed
         kills += not done
         col = Collection.open(col_dir, FakeEncoder())
@@ -101,8 +109,8 @@ def test_sigkill_during_ingest(tmp_path, index):
             assert doc_id in [h.id for h in col.search(text, k=5)]
             assert doc_id in [h.id for h in col.search(f"number {doc_id[3:]}", k=5, mode="keyword")]
         col.store.close()  # leave the saved index as the killed child left it
-    assert kills >= 2, "the child finished before being killed too often; the test did not exercise crashes"
-    committed, done = _run_child(script, kill_after=None)
+    assert kills >= 3, "the child finished before being killed too often; the test did not exercise crashes"
+    committed, done = _run_child(script, kill_at=None)
     assert done
     col = Collection.open(col_dir, FakeEncoder())
     assert col.count() == n and col.check()["ok"]
