@@ -1,7 +1,11 @@
-"""Collection: CRUD, persistence, exact search vs numpy, where filters, hybrid/rerank plumbing, bad input."""
+"""Collection: CRUD, persistence, exact search vs numpy, where filters, hybrid/rerank plumbing, bad input.
+The shared suite runs against both backends: the embedded store (SQLite + FAISS, a directory) and PostgreSQL +
+pgvector (a real server from tests/pg_server.py, a postgresql:// URL); tests of what only the embedded store has
+(its FAISS cache file, its FTS5 triggers) run for it alone."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from encoderkit.store import Collection, collection_path
 from encoderkit.store.fusion import rrf, weighted
 from encoderkit.store.where import compile_where, matches
+from pg_server import collection_url, pg_url, unique_name  # noqa: F401  (pg_url: the session's server)
 from store_fakes import FakeEncoder
 
 WORDS = ("cat dog sun beach summer winter snow river mountain city car train music piano guitar code python "
@@ -24,9 +29,24 @@ def corpus(n: int, seed: int = 0):
     return texts, [f"d{i}" for i in range(n)], metas
 
 
+@pytest.fixture(params=["sqlite", "pgvector"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def col(tmp_path):
-    c = Collection.open(tmp_path / "c", FakeEncoder())
+def loc(backend, tmp_path, request):
+    """loc(name): where this test's collection `name` lives: a directory (sqlite) or a postgresql:// URL naming
+    a collection of the session's PostgreSQL server (unique per test)."""
+    if backend == "sqlite":
+        return lambda name: tmp_path / name
+    base, prefix = request.getfixturevalue("pg_url"), unique_name()
+    return lambda name: collection_url(base, f"{prefix}_{re.sub(r'[^a-z0-9_]', '_', name.lower())}")
+
+
+@pytest.fixture
+def col(loc):
+    c = Collection.open(loc("c"), FakeEncoder())
     texts, ids, metas = corpus(300)
     c.add(texts, ids=ids, metadatas=metas)
     yield c
@@ -59,15 +79,16 @@ def test_exact_search_matches_numpy(col):
         assert np.allclose(scores, np.sort(X @ qv)[::-1][:10], atol=1e-5)
 
 
-def test_persistence_same_results_after_reopen(tmp_path):
-    c = Collection.open(tmp_path / "p", FakeEncoder())
+def test_persistence_same_results_after_reopen(loc, backend):
+    c = Collection.open(loc("p"), FakeEncoder())
     texts, ids, metas = corpus(200)
     c.add(texts, ids=ids, metadatas=metas)
     before = {m: [(h.id, round(h.score, 5)) for h in c.search("summer sun beach", k=7, mode=m)]
               for m in ("vector", "keyword", "hybrid")}
     c.close()
-    assert (tmp_path / "p" / "index.faiss").exists()
-    c2 = Collection.open(tmp_path / "p", FakeEncoder())
+    if backend == "sqlite":
+        assert loc("p").joinpath("index.faiss").exists()
+    c2 = Collection.open(loc("p"), FakeEncoder())
     after = {m: [(h.id, round(h.score, 5)) for h in c2.search("summer sun beach", k=7, mode=m)]
              for m in ("vector", "keyword", "hybrid")}
     assert before == after
@@ -75,7 +96,7 @@ def test_persistence_same_results_after_reopen(tmp_path):
     c2.close()
 
 
-def test_stale_or_missing_index_is_rebuilt(tmp_path):
+def test_stale_or_missing_index_is_rebuilt(tmp_path):  # the embedded store's FAISS cache (pgvector has none)
     c = Collection.open(tmp_path / "s", FakeEncoder())
     texts, ids, _ = corpus(50)
     c.add(texts, ids=ids)
@@ -142,10 +163,10 @@ def test_where_filter_before_top_k(col, where):
     assert col.search("x", k=10, where=json.dumps(where)) is not None  # JSON text accepted too
 
 
-def test_where_on_hnsw_and_ivf_returns_k(tmp_path):
+def test_where_on_hnsw_and_ivf_returns_k(loc):
     texts, ids, metas = corpus(1200, seed=3)
     for factory in ("HNSW32", "IVF8,Flat"):  # (PQ training takes minutes on this shared CPU)
-        c = Collection.open(tmp_path / factory.replace(",", "_"), FakeEncoder(), index=factory)
+        c = Collection.open(loc(factory.replace(",", "_")), FakeEncoder(), index=factory)
         c.add(texts, ids=ids, metadatas=metas)
         for where in ({"year": 2003}, {"lang": "de"}, {"year": {"$gte": 2001}}):
             expected = sum(matches(where, m) for m in metas)
@@ -154,30 +175,33 @@ def test_where_on_hnsw_and_ivf_returns_k(tmp_path):
         c.delete(["d0", "d1"])
         assert c.check()["ok"], c.check()
         c.close()
-        c = Collection.open(tmp_path / factory.replace(",", "_"), FakeEncoder())
+        c = Collection.open(loc(factory.replace(",", "_")), FakeEncoder())
         assert c.check()["ok"] and c.count() == 1198
         assert {"d0", "d1"}.isdisjoint(h.id for h in c.search(texts[0], k=50))
         c.close()
 
 
-def test_ivf_untrained_is_exact_then_trains(tmp_path):
-    c = Collection.open(tmp_path / "ivf", FakeEncoder(), index="IVF4,Flat")
+def test_ivf_untrained_is_exact_then_trains(loc, backend):
+    c = Collection.open(loc("ivf"), FakeEncoder(), index="IVF4,Flat")
     texts, ids, _ = corpus(100)
-    c.add(texts, ids=ids)  # fewer than the 156 (39 per list) needed to train: exact search over SQLite
+    c.add(texts, ids=ids)  # fewer than the 156 (39 per list) needed to train: exact search over the table
     assert c.search(texts[10], k=1)[0].id == "d10"
+    if backend == "pgvector":
+        assert c.info()["vector_index"].startswith("IVF4,Flat: not built yet")
     t2, i2, _ = corpus(300, seed=9)
     c.add(t2, ids=[f"e{i}" for i in range(300)])
-    assert c._sync_index().is_trained and c.check()["ok"]
+    assert (c._sync_index().is_trained if backend == "sqlite" else c.info()["vector_index"] == "ivfflat")
+    assert c.check()["ok"]
     assert len(c.search("cat", k=5)) == 5
     c.close()
 
 
-def test_metrics_ip_and_l2(tmp_path):
+def test_metrics_ip_and_l2(loc):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((100, 32)).astype(np.float32)
     q = rng.standard_normal(32).astype(np.float32)
     for metric, ref in (("ip", X @ q), ("l2", -((X - q) ** 2).sum(1))):
-        c = Collection.open(tmp_path / metric, FakeEncoder(), metric=metric)
+        c = Collection.open(loc(metric), FakeEncoder(), metric=metric)
         c.add([f"t{i}" for i in range(100)], ids=[str(i) for i in range(100)], vectors=X)
         got = [h.id for h in c.search(q, k=5)]
         assert got == [str(i) for i in np.argsort(-ref)[:5]]
@@ -223,8 +247,8 @@ def test_fusion_units():
 
 
 # ---------------------------------------------------------------------- bad input
-def test_empty_collection_search_is_empty(tmp_path):
-    c = Collection.open(tmp_path / "e", FakeEncoder())
+def test_empty_collection_search_is_empty(loc):
+    c = Collection.open(loc("e"), FakeEncoder())
     for mode in ("vector", "keyword", "hybrid"):
         assert c.search("anything", k=5, mode=mode) == []
     assert c.check()["ok"]
@@ -249,24 +273,24 @@ def test_unknown_operator_is_named(col):
         compile_where("{year: 2020}")
 
 
-def test_model_mismatch_is_refused(tmp_path):
-    c = Collection.open(tmp_path / "m", FakeEncoder(dim=32))
+def test_model_mismatch_is_refused(loc):
+    c = Collection.open(loc("m"), FakeEncoder(dim=32))
     c.add(["hello"], ids=["h"])
     c.close()
     with pytest.raises(ValueError, match=r"fake-hash-32.*fake-hash-16|fake-hash-16.*fake-hash-32") as e:
-        Collection.open(tmp_path / "m", FakeEncoder(dim=16))
+        Collection.open(loc("m"), FakeEncoder(dim=16))
     assert "dim 32" in str(e.value) and "dim 16" in str(e.value)
     other = FakeEncoder(dim=32, name="other-model")
     with pytest.raises(ValueError, match="other-model-32"):
-        Collection.open(tmp_path / "m", other)
+        Collection.open(loc("m"), other)
     with pytest.raises(ValueError, match="HNSW32"):
-        Collection.open(tmp_path / "m", FakeEncoder(dim=32), index="HNSW32")
+        Collection.open(loc("m"), FakeEncoder(dim=32), index="HNSW32")
 
 
-def test_bad_factory_and_vectors(tmp_path):
-    with pytest.raises(ValueError, match="FAISS cannot build index 'Bogus7'"):
-        Collection.open(tmp_path / "b", FakeEncoder(), index="Bogus7")
-    c = Collection.open(tmp_path / "v", FakeEncoder())
+def test_bad_factory_and_vectors(loc, backend):
+    with pytest.raises(ValueError, match=f"{'FAISS' if backend == 'sqlite' else 'pgvector'} cannot build index 'Bogus7'"):
+        Collection.open(loc("b"), FakeEncoder(), index="Bogus7")
+    c = Collection.open(loc("v"), FakeEncoder())
     with pytest.raises(ValueError, match=r"shape \(2, 32\)"):
         c.add(["a", "b"], vectors=np.zeros((2, 7), np.float32))
     with pytest.raises(TypeError, match="list of strings"):
@@ -288,7 +312,7 @@ def test_collection_path(tmp_path, monkeypatch):
         collection_path("no spaces please")
 
 
-def test_check_detects_disagreement(tmp_path):
+def test_check_detects_disagreement(tmp_path):  # FAISS cache and FTS5 triggers: the embedded store only
     c = Collection.open(tmp_path / "k", FakeEncoder())
     texts, ids, _ = corpus(20)
     c.add(texts, ids=ids)

@@ -91,7 +91,12 @@ class Collection:
              create: bool = True) -> "Collection":
         """Open (or create) the collection in directory `path`. encoder: an Encoder, a model name, or None
         (loaded by the recorded name when a text query needs vectors). A different model or embedding size
-        than the one the collection was built with is refused."""
+        than the one the collection was built with is refused. A URL postgresql://user@host:port/db?collection=NAME
+        opens collection NAME in that PostgreSQL database instead (pgvector backend, store/pg_collection.py)."""
+        if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+            from encoderkit.store.pg_collection import PgCollection
+
+            return PgCollection.open_url(path, encoder, index=index, metric=metric, create=create)
         path = Path(path).expanduser()
         db = path / DB_NAME
         if not db.exists():
@@ -371,8 +376,7 @@ class Collection:
                 qv = self.embed([text])[0] if vector is None else self._prepare_vectors(vector, 1)[0]
                 vec = self._vector_search(qv, depth, where, ef_search, nprobe)
             if mode in ("keyword", "hybrid"):
-                match = keyword_query(text)
-                kw = self.store.keyword_search(match, depth, where) if match else []
+                kw = self._keyword_search(text, depth, where)
             if mode == "vector":
                 ranked, parts = vec, {"vector": dict(vec)}
             elif mode == "keyword":
@@ -394,6 +398,11 @@ class Collection:
         if rerank is not None and hits:
             hits = self._rerank(text, hits[:rerank_top], rerank)
         return hits[:k]
+
+    def _keyword_search(self, text: str, k: int, where) -> list[tuple[int, float]]:
+        """(rid, score; higher is better) of the top-k documents holding any of the words of `text` (BM25)."""
+        match = keyword_query(text)
+        return self.store.keyword_search(match, k, where) if match else []
 
     def _vector_search(self, qv: np.ndarray, k: int, where, ef_search, nprobe) -> list[tuple[int, float]]:
         allowed = None

@@ -1,10 +1,13 @@
 """Metadata filters (`where`) in the Mongo-like dialect of vector stores, compiled to a SQL condition on
-the JSON metadata column: {"year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"lang": {"$in": ["de", "fr"]}}]}."""
+the JSON metadata column: {"year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"lang": {"$in": ["de", "fr"]}}]}.
+Two dialects: SQLite (`json_extract`, `compile_where`) and PostgreSQL JSONB (`compile_where_pg`); both parse and
+reject bad filters with the same messages, and agree with `matches` (the Python reference)."""
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from decimal import Decimal
+from typing import Any, Callable
 
 COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 LISTS = ("$in", "$nin")
@@ -73,7 +76,7 @@ def _field_condition(field: str, cond: Any, column: str, params: list) -> str:
     return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
 
-def _compile(where: Any, column: str, params: list) -> str:
+def _compile(where: Any, column: str, params: list, field: Callable = _field_condition, true: str = "1") -> str:
     if not isinstance(where, dict):
         raise ValueError(f"where must be a dict like {{\"year\": {{\"$gte\": 2020}}}}, got {type(where).__name__}")
     parts = []
@@ -81,15 +84,15 @@ def _compile(where: Any, column: str, params: list) -> str:
         if key in LOGICAL:
             if not isinstance(value, (list, tuple)) or not value:
                 raise ValueError(f"where: {key} needs a non-empty list of conditions")
-            subs = [_compile(v, column, params) for v in value]
+            subs = [_compile(v, column, params, field, true) for v in value]
             parts.append("(" + (" AND " if key == "$and" else " OR ").join(subs) + ")")
         elif isinstance(key, str) and key.startswith("$"):
             raise ValueError(f"where: unknown operator {key!r}; at the top level use a field name or "
                              f"{', '.join(LOGICAL)}")
         else:
-            parts.append(_field_condition(key, value, column, params))
+            parts.append(field(key, value, column, params))
     if not parts:
-        return "1"
+        return true
     return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
 
@@ -97,13 +100,82 @@ def compile_where(where: dict | str | None, column: str = "metadata") -> tuple[s
     """(SQL condition, parameters) for a `where` filter (a dict or its JSON text); ("1", []) when None."""
     if where is None:
         return "1", []
+    params: list = []
+    sql = _compile(_parse(where), column, params)
+    return sql, params
+
+
+def _parse(where: dict | str) -> Any:
     if isinstance(where, str):
         try:
-            where = json.loads(where)
+            return json.loads(where)
         except json.JSONDecodeError as exc:
             raise ValueError(f"where is not valid JSON ({exc}); example: '{{\"year\": {{\"$gte\": 2020}}}}'") from None
+    return where
+
+
+# ---------------------------------------------------------------------- PostgreSQL (JSONB)
+# The same semantics as `matches`: booleans compare as 1/0; a number never equals a string; in an ordering
+# comparison between a number and a string, the string is the greater (SQLite's order); text compares by
+# code point (COLLATE "C", as SQLite's BINARY); a missing field or JSON null fails every comparison except
+# $eq null / $ne / $nin. Field paths are validated by _FIELD (letters, digits, _ and -), so they are inlined.
+
+def _pg_value(v: Any) -> Any:
+    return Decimal(repr(v)) if isinstance(v, float) else v  # exact decimal, compared as numeric
+
+
+def _pg_field_condition(field: str, cond: Any, column: str, params: list) -> str:
+    _path(field)  # validates the name (same message as SQLite)
+    e = f"({column} #> '{{{','.join(field.split('.'))}}}')"
+    kind = f"jsonb_typeof({e})"
+    num = f"(CASE {kind} WHEN 'number' THEN {e}::numeric WHEN 'boolean' THEN {e}::boolean::int::numeric END)"
+    txt = f"(CASE {kind} WHEN 'string' THEN {e} #>> '{{}}' END)"
+
+    def eq(v: Any) -> str:
+        if v is None:
+            return f"({e} IS NULL OR {kind} = 'null')"
+        params.append(_pg_value(v))
+        return f"COALESCE({txt if isinstance(v, str) else num} = %s, FALSE)"
+
+    if not isinstance(cond, dict):
+        cond = {"$eq": cond}
+    if not cond:
+        raise ValueError(f"where: empty condition for field {field!r}")
+    parts = []
+    for op, value in cond.items():
+        if op in COMPARISONS:
+            v = _scalar(value, f"{field} {op}")
+            if op in ("$eq", "$ne"):
+                parts.append(eq(v) if op == "$eq" else f"NOT {eq(v)}")
+                continue
+            if v is None:
+                raise ValueError(f"where: {field} {op} null is not meaningful; use $eq or $ne with null")
+            params.append(_pg_value(v))
+            greater = op in ("$gt", "$gte")
+            if isinstance(v, str):  # numbers (and booleans) sort before strings
+                also = "" if greater else f" OR {kind} IN ('number', 'boolean')"
+                parts.append(f"COALESCE({txt} COLLATE \"C\" {COMPARISONS[op]} %s{also}, FALSE)")
+            else:
+                also = f" OR {kind} = 'string'" if greater else ""
+                parts.append(f"COALESCE({num} {COMPARISONS[op]} %s{also}, FALSE)")
+        elif op in LISTS:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"where: {field} {op} needs a list of values, got {type(value).__name__}")
+            vals = [_scalar(v, f"{field} {op}") for v in value]
+            anyof = "(" + " OR ".join(eq(v) for v in vals) + ")" if vals else "FALSE"
+            parts.append(anyof if op == "$in" else f"NOT {anyof}")
+        else:
+            raise ValueError(f"where: unknown operator {op!r} on field {field!r}; "
+                             f"supported: {', '.join(COMPARISONS)}, {', '.join(LISTS)}")
+    return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+
+def compile_where_pg(where: dict | str | None, column: str = "metadata") -> tuple[str, list]:
+    """(SQL condition with %s placeholders, parameters) on a JSONB column, for psycopg; ("TRUE", []) when None."""
+    if where is None:
+        return "TRUE", []
     params: list = []
-    sql = _compile(where, column, params)
+    sql = _compile(_parse(where), column, params, _pg_field_condition, "TRUE")
     return sql, params
 
 

