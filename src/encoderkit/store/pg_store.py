@@ -119,6 +119,9 @@ class PgStore:
                                    f"{self.conn.info.user!r} cannot install it ({why}); ask the database owner or a "
                                    f"superuser to run: CREATE EXTENSION vector;") from None
         info = TypeInfo.fetch(self.conn, "vector")
+        if info is None:
+            raise RuntimeError(f"pgvector is installed in database {self.conn.info.dbname!r} but its type `vector` is "
+                               "not on the search_path; add the extension's schema to search_path")
         dumper = type("VectorDumper", (_VectorDumper,), {"oid": info.oid})  # this database's oid of `vector`
         self.conn.adapters.register_dumper(np.ndarray, dumper)
         self.conn.adapters.register_loader(info.oid, _VectorLoader)
