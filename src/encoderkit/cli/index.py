@@ -29,9 +29,12 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_create)
 
-    p = isub.add_parser("add", help="ingest files or directories (.txt .md .jsonl .csv)")
+    p = isub.add_parser("add", help="ingest files or directories (.txt .md .jsonl .csv; images with a CLIP model)")
     p.add_argument("name")
     p.add_argument("paths", nargs="+")
+    p.add_argument("-m", "--model", help="create the collection with this model if it does not exist; with an "
+                                         "image-text model (CLIP, SigLIP) image files are embedded by its image tower "
+                                         "and text queries use its text tower")
     p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk (default: model max - 2; 0: no split)")
     p.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks (default 32)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per committed batch (default 256)")
@@ -65,7 +68,8 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10, help="results (default 10)")
-    p.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--mode", default=None, choices=["vector", "keyword", "hybrid"],
+                   help="default hybrid; vector for image collections (their text is only the file name)")
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder to rerank the top candidates")
     p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
@@ -112,16 +116,49 @@ def cmd_create(args) -> int:
     return 0
 
 
+def _image_tower(model: str):
+    """The image tower of an image-text model, or None for a text-only model."""
+    import encoderkit
+
+    enc = encoderkit.load(model)
+    if "image" not in getattr(enc.family, "towers", ()):
+        return enc, None
+    return enc, encoderkit.load(model, modality="image")
+
+
 def cmd_add(args) -> int:
-    col = _open(args)
+    from encoderkit.store import collection_path
+    from encoderkit.store.images import ingest_images, is_image_collection
+
+    exists = (collection_path(args.name, args.store) / "collection.db").exists()
+    model = args.model
+    if model is not None and Path(model).expanduser().exists():
+        model = str(Path(model).expanduser().resolve())  # a folder: record where it is, not where we stood
+    if not exists and model is None:
+        raise FileNotFoundError(f"no collection {args.name!r} at {collection_path(args.name, args.store)}; create it "
+                                f"with `encoderkit index create {args.name} --model MODEL` or pass --model")
+    text_enc = image_enc = None
+    if model is not None:
+        text_enc, image_enc = _image_tower(model)
+    col = _open(args, must_exist=False, encoder=None if exists else text_enc)
     try:
-        report = col.ingest(args.paths, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
-                            batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
-                            progress=None if not args.json else False)
+        if exists and model is not None and model != col.model and args.model != col.model:
+            raise ValueError(f"collection {args.name!r} was built with model {col.model!r}, not {args.model!r}; "
+                             "drop --model or create a new collection")
+        if image_enc is None and is_image_collection(col):
+            _, image_enc = _image_tower(col.meta.get("image_model") or col.model)
+        if image_enc is not None:
+            report = ingest_images(col, args.paths, image_enc, progress=None if not args.json else False)
+        else:
+            report = col.ingest(args.paths, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
+                                batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
+                                progress=None if not args.json else False)
         total = col.count()
     finally:
         col.close()
     out = {**report.to_dict(), "documents": total}
+    if image_enc is not None:
+        out["modality"] = "image"
     if args.json:
         emit_json(out)
     else:
@@ -205,9 +242,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from encoderkit.store.images import is_image_collection
+
     col = _open(args)
     try:
-        hits = col.search(args.query, k=args.k, mode=args.mode, where=args.where, rerank=args.rerank,
+        mode = args.mode or ("vector" if is_image_collection(col) else "hybrid")
+        hits = col.search(args.query, k=args.k, mode=mode, where=args.where, rerank=args.rerank,
                           rerank_top=args.rerank_top, fusion=args.fusion, alpha=args.alpha)
     finally:
         col.close()
