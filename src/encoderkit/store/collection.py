@@ -48,6 +48,9 @@ def collection_path(name: str | os.PathLike, store: str | os.PathLike | None = N
     """Where a collection lives: `store/NAME` if store is given; a path-like NAME as is; else
     `$ENCODERKIT_HOME/collections/NAME` (default ~/.encoderkit/collections/NAME)."""
     name = str(name)
+    if name.startswith(("postgresql://", "postgres://")):
+        raise ValueError("a postgresql:// collection is not a directory: open it with Collection.open(url) "
+                         "(the command line manages embedded collections only)")
     if store is not None:
         return Path(store).expanduser() / name
     if os.sep in name or name.startswith(".") or name.startswith("~") or Path(name).is_absolute():

@@ -118,6 +118,8 @@ class PgStore:
                 raise RuntimeError(f"the pgvector extension is not installed in database {db!r} and user "
                                    f"{self.conn.info.user!r} cannot install it ({why}); ask the database owner or a "
                                    f"superuser to run: CREATE EXTENSION vector;") from None
+        version = self.conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+        self.pgvector = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
         info = TypeInfo.fetch(self.conn, "vector")
         if info is None:
             raise RuntimeError(f"pgvector is installed in database {self.conn.info.dbname!r} but its type `vector` is "
@@ -351,11 +353,11 @@ class PgStore:
         q = np.ascontiguousarray(q, dtype=np.float32)
         with self.transaction():
             if not exact:
-                self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true), "
-                                  "set_config('hnsw.iterative_scan', 'strict_order', true), "
-                                  "set_config('ivfflat.probes', %s, true), "
-                                  "set_config('ivfflat.iterative_scan', 'relaxed_order', true)",
+                self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true), set_config('ivfflat.probes', %s, true)",
                                   (str(min(max(int(ef_search), k, 1), 1000)), str(max(int(nprobe), 1))))
+                if self.pgvector >= (0, 8):  # iterative index scans: keep scanning until k rows pass the filter
+                    self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
+                                      "set_config('ivfflat.iterative_scan', 'relaxed_order', true)")
             rows = self.conn.execute(query, [q, *params, int(k)]).fetchall()
         if metric == "cosine":
             out = [(int(r), 1.0 - float(d)) for r, d in rows]
