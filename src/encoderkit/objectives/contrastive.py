@@ -9,6 +9,9 @@
       L = (CE(logits, I) + CE(logits^T, I)) / 2
 - SigLIP (Zhai et al. 2023):       z_ij = 1 if i = j else -1,
       L = - (1/N) sum_i sum_j log sigmoid(z_ij (exp(t') x_i . y_j + b)),  t', b learnable
+  Multi-positive variant of both (optional `positives` mask P, P_ii = 1): when several pairs of a batch share
+  a caption or class, CLIP's one-hot target becomes P_ij / sum_j P_ij (as in UniCL, Yang et al. 2022) and
+  SigLIP's z_ij = +1 wherever P_ij; without the mask the standard losses above.
 - SimCLR NT-Xent (Chen et al. 2020): for 2N views, positive of k is its other view,
       l(k) = - log [ exp(sim(z_k, z_pos(k))/tau) / sum_{m != k} exp(sim(z_k, z_m)/tau) ],  L = mean_k l(k)"""
 from __future__ import annotations
@@ -25,6 +28,16 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
         raise ValueError(f"{names} must both be (N, D) with the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] == 0:
         raise ValueError(f"{names}: empty batch")
+
+
+def _check_positives(positives: torch.Tensor, n: int) -> torch.Tensor:
+    """A (N, N) bool mask that holds every diagonal pair (each image matches at least its own text)."""
+    if positives.shape != (n, n):
+        raise ValueError(f"positives must be an ({n}, {n}) mask for a batch of {n} pairs, got {tuple(positives.shape)}")
+    p = positives.bool()
+    if not bool(p.diagonal().all()):
+        raise ValueError("positives must mark every pair (i, i) as a positive: each image matches its own caption")
+    return p
 
 
 def info_nce(queries: torch.Tensor, docs: torch.Tensor, temperature: float = 0.05,
@@ -87,11 +100,15 @@ class CLIPLoss(nn.Module):
         scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
         return scale * F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # (N, N)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+        """positives: optional (N, N) bool mask of matching pairs (multi-positive targets); None = the diagonal."""
         _check_pair(image, text, "image and text embeddings")
         logits = self.logits(image, text)
-        target = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        if positives is None:
+            target = torch.arange(logits.shape[0], device=logits.device)
+            return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        p = _check_positives(positives, logits.shape[0]).to(logits.dtype)
+        return (F.cross_entropy(logits, p / p.sum(1, keepdim=True)) + F.cross_entropy(logits.T, p.T / p.T.sum(1, keepdim=True))) / 2
 
 
 class SigLIPLoss(nn.Module):
@@ -106,11 +123,15 @@ class SigLIPLoss(nn.Module):
     def logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T * self.log_scale.exp() + self.bias  # (N, N)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+        """positives: optional (N, N) bool mask of matching pairs (z = +1 there); None = the diagonal."""
         _check_pair(image, text, "image and text embeddings")
         logits = self.logits(image, text)
         n = logits.shape[0]
-        z = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1  # +1 diagonal, -1 elsewhere
+        if positives is None:
+            z = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1  # +1 diagonal, -1 elsewhere
+        else:
+            z = 2 * _check_positives(positives, n).to(logits.dtype) - 1
         return -F.logsigmoid(z * logits).sum() / n
 
 
