@@ -153,17 +153,23 @@ class ElectraTrainable(nn.Module):
         ids, att = batch
         corrupted, labels = self.masker(ids, att, generator)
         out = self.electra(corrupted, labels, att, generator=generator or self.masker.generator)
-        return out.loss, {"mlm_loss": float(out.mlm_loss), "rtd_loss": float(out.rtd_loss),
-                          "generator_mlm_accuracy": out.generator_accuracy, "rtd_accuracy": out.rtd_accuracy}
+        return out.loss, {"mlm_loss": out.mlm_loss.item(), "rtd_loss": out.rtd_loss.item(),
+                          "generator_mlm_accuracy": out.generator_accuracy, "rtd_accuracy": out.rtd_accuracy,
+                          "replaced_fraction": out.replaced_fraction}
+
+
+_PER_REAL_TOKEN = ("rtd_accuracy", "replaced_fraction", "rtd_loss")  # ELECTRA figures taken over every real token
 
 
 def evaluate_text(model: nn.Module, ids: torch.Tensor, att: torch.Tensor, most_frequent: int, seed: int = 123,
                   batch_size: int = 64) -> dict[str, float]:
     """Mean metrics over held-out blocks with a fixed masking draw, plus the accuracy of always predicting
-    the most frequent training token at the same masked positions."""
+    the most frequent training token at the same masked positions (all selected positions count: [MASK]ed,
+    randomized and unchanged alike). ELECTRA's replaced-token figures are means over every real token, and
+    `rtd_baseline_accuracy` = 1 - replaced_fraction is the accuracy of always answering "original"."""
     g = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
-    n_tok = hits_base = 0
+    n_tok = n_real = hits_base = 0
     model.eval()
     with torch.no_grad():
         for s in range(0, len(ids), batch_size):
@@ -173,12 +179,16 @@ def evaluate_text(model: nn.Module, ids: torch.Tensor, att: torch.Tensor, most_f
             g.set_state(state)
             loss, parts = model.loss((b_ids, b_att), generator=g)
             n = int((labels != -100).sum())
+            real = int(b_att.sum())
             hits_base += int((labels == most_frequent).sum())
             n_tok += n
+            n_real += real
             for k, v in {"loss": float(loss), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * n
+                sums[k] = sums.get(k, 0.0) + v * (real if k in _PER_REAL_TOKEN else n)
     model.train()
-    out = {k: v / max(n_tok, 1) for k, v in sums.items()}
+    out = {k: v / max(n_real if k in _PER_REAL_TOKEN else n_tok, 1) for k, v in sums.items()}
+    if "replaced_fraction" in out:
+        out["rtd_baseline_accuracy"] = 1.0 - out["replaced_fraction"]
     out["most_frequent_token_accuracy"] = hits_base / max(n_tok, 1)
     out["masked_tokens"] = n_tok
     return out
@@ -316,6 +326,30 @@ def _collate_pairs(batch):
     return [q for q, _ in batch], [d for _, d in batch]
 
 
+def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temperature: float = 0.05) -> list[dict[str, Any]]:
+    """Fine-tune a loaded text Encoder in place on (query, positive document) pairs with in-batch negatives
+    (multiple-negatives ranking, scale = 1 / temperature); returns the Trainer's history. The encoder is left
+    in eval mode, ready to encode or `save`."""
+    from encoderkit.train.trainer import Trainer, TrainConfig
+
+    if not pairs:
+        raise ValueError("no (query, document) pairs to train on")
+    bad = next((i for i, p in enumerate(pairs) if len(p) != 2 or not all(isinstance(t, str) and t for t in p)), None)
+    if bad is not None:
+        raise ValueError(f"pair {bad} is not a (query, document) pair of non-empty strings: {pairs[bad]!r}")
+    cfg = config or TrainConfig(epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
+    if len(pairs) < cfg.batch_size:
+        raise ValueError(f"{len(pairs)} pairs give no full batch of {cfg.batch_size}; lower the batch size")
+    model = ContrastiveTrainable(encoder, temperature)
+    loader = torch.utils.data.DataLoader(_Pairs(pairs), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed), collate_fn=_collate_pairs)
+    try:
+        history = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
+    finally:
+        encoder.model.eval()
+    return history
+
+
 # ------------------------------------------------------------------------------------ CLI recipes
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
@@ -360,7 +394,6 @@ def _contrastive_args(p: argparse.ArgumentParser) -> None:
 
 def _contrastive_run(args: argparse.Namespace) -> dict[str, Any]:
     import encoderkit
-    from encoderkit.train.trainer import Trainer
 
     if not args.data:
         raise ValueError("--data is required: a BEIR folder (qrels/SPLIT.tsv) or a query<TAB>document TSV")
@@ -370,12 +403,8 @@ def _contrastive_run(args: argparse.Namespace) -> dict[str, Any]:
     enc = encoderkit.load(args.model, max_length=args.max_length)
     cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
     cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
-    model = ContrastiveTrainable(enc, args.temperature)
-    loader = torch.utils.data.DataLoader(_Pairs(pairs), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(cfg.seed), collate_fn=_collate_pairs)
     t0 = time.perf_counter()
-    history = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
-    enc.model.eval()
+    history = train_contrastive(enc, pairs, cfg, args.temperature)
     enc.save(args.out)
     return {"recipe": "contrastive", "out": str(args.out), "pairs": len(pairs), "epochs": len(history),
             "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1)}
