@@ -147,3 +147,16 @@ def test_image_ingest_refuses_a_text_encoder(clip_dir, tmp_path):
     with pytest.raises(ValueError, match="does not embed images"):
         ingest_images(col, [tmp_path], text)
     col.close()
+
+
+def test_a_collection_created_for_clip_takes_images_without_model_flag(clip_dir, images, tmp_path, capsys):
+    folder, *_ = clip_dir
+    imgdir, names = images
+    store = str(tmp_path / "s")
+    code, _, _ = _run(capsys, "index", "create", "pics", "--model", str(folder), "--store", store)
+    assert code == 0
+    code, out, _ = _run(capsys, "index", "add", "pics", str(imgdir), "--store", store, "--json")
+    rep = json.loads(out)
+    assert code == 0 and rep["added"] == len(names) and rep["modality"] == "image"
+    code, out, _ = _run(capsys, "search", "pics", "a photo of a dog", "-k", "2", "--store", store, "--json")
+    assert code == 0 and len(json.loads(out)) == 2

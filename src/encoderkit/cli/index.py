@@ -145,8 +145,8 @@ def cmd_add(args) -> int:
         if exists and model is not None and model != col.model and args.model != col.model:
             raise ValueError(f"collection {args.name!r} was built with model {col.model!r}, not {args.model!r}; "
                              "drop --model or create a new collection")
-        if image_enc is None and is_image_collection(col):
-            _, image_enc = _image_tower(col.meta.get("image_model") or col.model)
+        if image_enc is None and (is_image_collection(col) or "image" in getattr(getattr(col.encoder, "family", None), "towers", ())):
+            _, image_enc = _image_tower(col.meta.get("image_model") or col.model)  # a CLIP collection takes images
         if image_enc is not None:
             report = ingest_images(col, args.paths, image_enc, progress=None if not args.json else False)
         else:
