@@ -17,8 +17,7 @@ from encoderkit.train.recipes.dual import (MNIST_TRAIN_TEMPLATES, MNIST_ZERO_SHO
                                            word_tokenizer)
 
 # measured with seed 0 (see docs/families.md); floors leave margin for a different CPU / torch build
-SIGLIP_FLOOR = 0.70
-PRECISION_FLOOR = {"clip": 0.90, "siglip": 0.85}
+PRECISION_FLOOR = {"clip": 0.90, "siglip": 0.90}
 
 
 def test_multi_positive_losses_reduce_to_the_standard_ones_on_the_diagonal():
@@ -115,8 +114,10 @@ def test_cli_train_clip_writes_a_loadable_folder(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("style", ["clip", "siglip"])
 def test_dual_encoder_trained_on_mnist_classifies_zero_shot(style, tmp_path):
-    """Budget: 5 epochs of 125 steps (batch 64, ViT patch 7, H = 64, 3 layers; 1-layer text tower), ~100-200 s
-    on one thread of a shared 2-core CPU. Train on MNIST's first 8,000 images, test on the last 2,000."""
+    """Budget: 5 (CLIP) / 6 (SigLIP) epochs of 125 steps (batch 64, ViT patch 7, H = 64, 3 layers; 1-layer text
+    tower): measured 165 / 197 s per test (154 / 176 s of training) on one thread of a 2-core CPU shared with
+    other jobs. Figures with seed 0: CLIP 95.15% (worst prompt), SigLIP 92.75%; precision@10 0.97 / 1.00.
+    Train on MNIST's first 8,000 images, test on the last 2,000."""
     from encoderkit.datasets.mnist import load_mnist
     from encoderkit.train.recipes.dual import train_mnist_dual
 
@@ -128,9 +129,8 @@ def test_dual_encoder_trained_on_mnist_classifies_zero_shot(style, tmp_path):
     finally:
         torch.set_num_threads(threads)
     print(json.dumps(r, indent=1))
-    assert r["train_images"] == 8000 and r["test_images"] == 2000 and r["epochs"] == 5
+    assert r["train_images"] == 8000 and r["test_images"] == 2000 and r["epochs"] == {"clip": 5, "siglip": 6}[style]
     assert r["load_max_abs_diff"] < 1e-5  # the saved folder, read back, gives the training-time vectors
-    floor = 0.90 if style == "clip" else SIGLIP_FLOOR
-    assert r["zero_shot_accuracy_min"] >= floor, r  # every unseen prompt set on its own (chance: ~0.10)
+    assert r["zero_shot_accuracy_min"] >= 0.90, r  # every unseen prompt set on its own (chance: ~0.10)
     assert r["text_to_image_recall_at_10"] == 1.0, r  # every (prompt, digit) query finds its digit in the top 10
     assert r["text_to_image_precision_at_10"] >= PRECISION_FLOOR[style], r
