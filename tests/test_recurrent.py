@@ -97,8 +97,8 @@ def test_reversal_batch_and_bad_inputs():
 @pytest.mark.slow
 def test_attention_beats_the_bottleneck_on_reversal():
     """Same budget (500 steps x 64 sequences of length 3..12, 10 symbols): GRU + Bahdanau attention reverses
-    length-12 sequences >= 95% exactly; the fixed-context GRU is far below. Measured: 100% vs 0% at 12.
-    About a minute per model on one busy core."""
+    length-12 sequences >= 95% exactly; the fixed-context GRU is far below. Measured (seed 0): attention 100% at
+    4, 8 and 12; no attention 99.3%, 41.7%, 0.3%. 53 s of CPU for both models (one thread)."""
     torch.set_num_threads(1)
     kw = dict(min_len=3, max_len=12, n_symbols=10, steps=500, batch_size=64, lr=3e-3, seed=0)
     acc = {}
