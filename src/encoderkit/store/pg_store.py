@@ -28,6 +28,7 @@ from encoderkit.store.where import compile_where_pg
 SCHEMA_VERSION = "pg1"
 META_TABLE = "encoderkit_meta"
 FTS_CONFIG = "english"  # Snowball English stemmer and stop words (FTS5 side: porter, no stop words)
+RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length)
 MAX_INDEX_DIM = 2000    # pgvector indexes `vector` columns of at most 2,000 dimensions
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _FACTORY = re.compile(r"^(Flat|HNSW(\d+)|IVF(\d+),Flat)$")
@@ -371,15 +372,24 @@ class PgStore:
 
     def keyword_search(self, text: str, k: int, where: dict | str | None = None,
                        fts: str = FTS_CONFIG) -> list[tuple[int, float]]:
-        """(rid, ts_rank_cd; higher is better) for the words of free text (any of them), filtered by `where`."""
-        words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
-        if not words:
+        """(rid, score; higher is better) of documents holding any word of free text, filtered by `where`.
+        score = sum over the query's lexemes t of idf(t) * ts_rank_cd(tsv, t, RANK_NORMALIZATION): ts_rank_cd
+        alone has no idf, so a common word weighs as much as a rare one (SciFact NDCG@10 0.33 that way; idf is
+        the BM25 one, document frequencies counted through the GIN index)."""
+        if not re.search(r"\w", text):
             return []
         cond, params = self._where(where)
-        query = (sql.SQL("SELECT rid, ts_rank_cd(tsv, q) AS s FROM {}, websearch_to_tsquery({}::regconfig, %s) AS q "
-                         "WHERE tsv @@ q AND ").format(self.table, sql.Literal(fts))
-                 + cond + sql.SQL(" ORDER BY s DESC, rid LIMIT %s"))
-        rows = self.conn.execute(query, [" or ".join(words), *params, int(k)]).fetchall()
+        cfg = sql.Literal(fts)
+        query = sql.SQL(
+            "WITH terms AS (SELECT DISTINCT quote_literal(l)::tsquery AS q "
+            "               FROM unnest(tsvector_to_array(to_tsvector({cfg}::regconfig, %s))) AS l),"
+            " n AS (SELECT count(*) AS n FROM {t}),"
+            " w AS (SELECT q, ln(1 + (n.n - df.df + 0.5) / (df.df + 0.5)) AS idf FROM terms, n,"
+            "       LATERAL (SELECT count(*) AS df FROM {t} WHERE tsv @@ terms.q) AS df) "
+            "SELECT rid, sum(w.idf * ts_rank_cd(tsv, w.q, {norm})) AS s FROM {t} JOIN w ON tsv @@ w.q WHERE "
+        ).format(cfg=cfg, t=self.table, norm=sql.Literal(RANK_NORMALIZATION)) + cond + sql.SQL(
+            " GROUP BY rid ORDER BY s DESC, rid LIMIT %s")
+        rows = self.conn.execute(query, [text, *params, int(k)]).fetchall()
         return [(int(r), float(s)) for r, s in rows]
 
     # ------------------------------------------------------------------ integrity
