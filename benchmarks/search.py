@@ -1,6 +1,13 @@
 """Search benchmark (not a test): exact top-10 through a Collection vs a raw faiss.IndexFlatIP over the same
 vectors in the same run (goal: ratio <= 1.1), then HNSW32 recall@10 and queries/s by efSearch.
-Random Gaussian vectors, the worst case for graph indexes. Usage: python benchmarks/search.py --n 1000000"""
+Random Gaussian vectors, the worst case for graph indexes. Usage: python benchmarks/search.py --n 1000000
+
+    python benchmarks/search.py --factories Flat,IVF4096,PQ48,HNSW32 --scale-n 1000000 [--data gaussian|lowrank]
+
+measures each FAISS factory string through encoderkit's VectorIndex (the class a Collection uses; trained
+indexes are trained on a sample of the size the Collection uses) at scale: build time, recall@10 against exact
+search, queries/s (one query at a time) and bytes per vector of the serialized index. `lowrank` vectors have an
+intrinsic dimension of 32 plus noise, closer to real embeddings than isotropic Gaussians."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +47,13 @@ def main() -> None:
     ap.add_argument("--hnsw-n", type=int, default=100_000, help="vectors for the HNSW benchmark (default 100k)")
     ap.add_argument("--ef", default="16,64,128,256,512", help="efSearch values")
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (0: FAISS default)")
+    ap.add_argument("--factories", default="", help="comma-separated factory strings ('IVF4096,PQ48' is one: "
+                    "separate factories with ';' when a factory has a comma)")
+    ap.add_argument("--scale-n", type=int, default=1_000_000)
+    ap.add_argument("--data", default="gaussian", choices=["gaussian", "lowrank"])
     args = ap.parse_args()
+    if args.factories:
+        return scale(args)
     import faiss
 
     from encoderkit.store import Collection
@@ -91,6 +104,78 @@ def main() -> None:
             rec = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, truth)])
             print(f"  efSearch {ef:4d}: recall@10 {rec:.3f}, {len(Q) / dt:,.0f} queries/s")
         hn.close()
+
+
+def lowrank(rng, n, d, rank=32, noise=0.15):
+    """Unit vectors near a random rank-`rank` subspace: X = normalize(Z W + noise)."""
+    W = rng.standard_normal((rank, d), dtype=np.float32) / np.sqrt(rank)
+    out = np.empty((n, d), np.float32)
+    for s in range(0, n, 100_000):
+        m = min(n, s + 100_000) - s
+        x = rng.standard_normal((m, rank), dtype=np.float32) @ W
+        x += noise * rng.standard_normal((m, d), dtype=np.float32)
+        out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def _split_factories(spec: str) -> list[str]:
+    if ";" in spec:
+        return [f.strip() for f in spec.split(";") if f.strip()]
+    out: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):  # rejoin "IVF4096" + "PQ48" into one factory
+        if out and part.startswith(("PQ", "SQ", "Flat")) and out[-1].startswith("IVF") and "," not in out[-1]:
+            out[-1] += "," + part
+        elif part:
+            out.append(part)
+    return out
+
+
+def scale(args) -> None:
+    import faiss
+
+    from encoderkit.store.faiss_index import VectorIndex, train_size
+
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    make = unit if args.data == "gaussian" else lowrank
+    X = make(rng, args.scale_n + args.queries, args.dim)  # one draw: queries come from the same distribution
+    X, Q = X[:args.scale_n], X[args.scale_n:].copy()
+    exact = faiss.IndexFlatIP(args.dim)
+    exact.add(X)
+    truth = exact.search(Q, 10)[1]
+    del exact
+    print(f"{args.scale_n:,} x {args.dim} {args.data} unit vectors, {len(Q)} queries, FAISS threads "
+          f"{faiss.omp_get_max_threads()}")
+    for factory in _split_factories(args.factories):
+        t0 = time.perf_counter()
+        vi = VectorIndex(args.dim, factory, "cosine")
+        n_train = 0
+        if not vi.is_trained:
+            n_train = min(args.scale_n, max(train_size(factory), 50_000))
+            vi.train(X[rng.choice(args.scale_n, n_train, replace=False)])
+        t_train = time.perf_counter() - t0
+        for s in range(0, args.scale_n, 100_000):
+            vi.add(np.arange(s, min(args.scale_n, s + 100_000)), X[s:s + 100_000])
+        t_build = time.perf_counter() - t0
+        size = len(faiss.serialize_index(vi.index))
+        knobs = [None]
+        if vi.is_hnsw:
+            knobs = [64, 128, 256]
+        elif vi.is_ivf:
+            knobs = [16, 64, 256]
+        print(f"{factory}: built in {t_build:.0f} s (training {t_train:.0f} s on {n_train:,}), "
+              f"{size / args.scale_n:.1f} bytes/vector")
+        for knob in knobs:
+            kw = {} if knob is None else ({"ef_search": knob} if vi.is_hnsw else {"nprobe": knob})
+            vi.search(Q[:2], 10, **kw)
+            t0 = time.perf_counter()
+            got = np.vstack([vi.search(q[None], 10, **kw)[1] for q in Q])
+            dt = time.perf_counter() - t0
+            rec = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, truth)])
+            label = "" if knob is None else (f"efSearch {knob}" if vi.is_hnsw else f"nprobe {knob}")
+            print(f"  {label:<14} recall@10 {rec:.3f}  {len(Q) / dt:8,.0f} queries/s")
+        del vi
 
 
 if __name__ == "__main__":

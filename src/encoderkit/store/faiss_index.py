@@ -46,6 +46,17 @@ def train_size(factory: str) -> int:
     return n
 
 
+def _no_polysemous_training(index) -> None:
+    """PQ indexes default to polysemous training (an annealing over code assignments, ~10x the training time)
+    whose result only a polysemous search uses; this index never searches that way, so skip it."""
+    faiss = _faiss()
+    ivf = faiss.try_extract_index_ivf(index)
+    for part in (index, ivf):
+        part = faiss.downcast_index(part) if part is not None else None
+        if part is not None and hasattr(part, "do_polysemous_training"):
+            part.do_polysemous_training = False
+
+
 class VectorIndex:
     """A FAISS index with int64 ids (the SQLite rids), deletions by removal or tombstones."""
 
@@ -56,6 +67,7 @@ class VectorIndex:
         inner = faiss.index_factory(dim, factory, faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efConstruction = max(inner.hnsw.efConstruction, 80)
+        _no_polysemous_training(inner)
         self.index = faiss.IndexIDMap2(inner)
         self.tombstones: set[int] = set()  # deleted ids the inner index cannot remove (HNSW)
         self.generation = -1
