@@ -33,6 +33,20 @@ def test_encode_txt_npy_matches_python_api(tmp_path, enc):
     assert np.abs(v - enc.encode(["first line", "second line", "third"])).max() <= 1e-5
 
 
+def test_encode_compute_int8(tmp_path, enc):
+    src = tmp_path / "in.txt"
+    texts = ["a cat sat on the mat", "protein folding in yeast cells", "the stock market fell sharply today"]
+    src.write_text("\n".join(texts) + "\n")
+    out = run("encode", str(src), "-o", str(tmp_path / "v.npy"), "--compute", "int8", "--json")
+    assert out.returncode == 0, out.stderr
+    v, ref = np.load(tmp_path / "v.npy"), enc.encode(texts)
+    cos = (v * ref).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1))
+    assert 0.9 < cos.min() and cos.max() < 0.9999999  # close to fp32, but really computed in int8
+    bad = run("encode", str(src), "-o", str(tmp_path / "w.parquet"), "--engine", "ray", "--compute", "int8")
+    assert bad.returncode != 0 and "--compute applies to the local engine" in bad.stderr
+    assert not (tmp_path / "w.parquet").exists()
+
+
 def test_encode_jsonl_csv_stdin_and_jsonl_output(tmp_path, enc):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "body": "alpha"}\n{"id": "b", "body": "beta"}\n')
     out = run("encode", str(tmp_path / "in.jsonl"), "--field", "body", "-o", str(tmp_path / "v.jsonl"), "--json")

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="float32",
                    choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"])
+    p.add_argument("--compute", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="compute precision: fp32 (exact, default), bf16, or int8 dynamic quantization (faster, "
+                        "approximate; see benchmarks/encode_throughput.py for the cosine to fp32)")
     p.add_argument("--dimensions", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
     p.add_argument("--prompt", default=None, help="text prefix for every input (e.g. 'query: ')")
     norm = p.add_mutually_exclusive_group()
@@ -46,6 +49,8 @@ def run_encode(args) -> int:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     if args.engine == "ray":
+        if args.compute != "fp32":
+            raise ValueError("--compute applies to the local engine; the Ray engine encodes in fp32")
         from encoderkit.distributed.ray_encode import ray_encode
 
         summary = ray_encode(args.model, args.input, args.output, field=args.field, column=args.column,
@@ -60,7 +65,7 @@ def run_encode(args) -> int:
     if len(args.input) != 1:
         raise ValueError("the local engine takes one input file (use --engine ray for several)")
     records = read_inputs(args.input[0], field=args.field, column=args.column)
-    enc = encoderkit.load(args.model)
+    enc = encoderkit.load(args.model, compute=args.compute)
     t0 = time.perf_counter()
     vectors = enc.encode(records.texts, batch_size=args.batch_size, normalize=args.normalize,
                          precision=args.precision, dimensions=args.dimensions, prompt=args.prompt,
