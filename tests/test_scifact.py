@@ -1,18 +1,15 @@
 """BEIR SciFact with all-MiniLM-L6-v2 (real data): vector / keyword / hybrid NDCG@10 through a Collection,
-exact search vs numpy, and HNSW recall. The corpus (5,183 abstracts) is encoded ONCE per session: about
-2-3 min on a free 2-core CPU (much longer on a loaded one); everything else here takes seconds.
-Set ENCODERKIT_TEST_CACHE=DIR to keep the vectors between sessions (keyed by model and corpus hash)."""
+exact search vs numpy, and HNSW recall. The corpus (5,183 abstracts) is encoded ONCE per session
+(tests/scifact_fixtures.py): about 2-3 min on a free 2-core CPU (much longer on a loaded one); everything else
+here takes seconds. Set ENCODERKIT_TEST_CACHE=DIR to keep the vectors between sessions."""
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import data_path
+from scifact_fixtures import scifact_vectors
 
 log = logging.getLogger(__name__)
 MTEB_NDCG10 = 0.6451
@@ -20,25 +17,10 @@ MTEB_NDCG10 = 0.6451
 
 @pytest.fixture(scope="session")
 def scifact(tmp_path_factory):
-    folder = data_path("scifact")
-    import encoderkit
-    from encoderkit.evaluate.beir import load_beir
     from encoderkit.store import Collection
 
-    data = load_beir(folder)
-    enc = encoderkit.load("all-MiniLM-L6-v2")
-    texts, queries = data.doc_texts(), list(data.queries.values())
-    key = hashlib.sha256("\n".join([enc.name, *texts, *queries]).encode()).hexdigest()[:16]
-    cache = Path(os.environ["ENCODERKIT_TEST_CACHE"]) / f"scifact-{key}.npz" if os.environ.get("ENCODERKIT_TEST_CACHE") else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            D, Q = z["D"], z["Q"]
-    else:
-        D = enc.encode(texts, batch_size=64, normalize=True, progress=False)
-        Q = enc.encode(queries, batch_size=64, normalize=True, progress=False)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, D=D, Q=Q)
+    sv = scifact_vectors()  # encoded once per session, shared with test_scifact_pgvector.py
+    data, enc, D, Q = sv["data"], sv["enc"], sv["D"], sv["Q"]
     path = tmp_path_factory.mktemp("scifact") / "flat"
     col = Collection.open(path, enc)
     col.add(data.doc_texts(), ids=data.doc_ids(), vectors=D)
