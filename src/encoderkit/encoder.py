@@ -316,8 +316,11 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
         raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
     from encoderkit.checkpoints.hub import canonical_name, resolve
     from encoderkit.checkpoints.loader import load_folder
+    from encoderkit.train.run import is_run_folder
 
     t0 = time.perf_counter()
+    if Path(str(name_or_path)).expanduser().is_dir() and is_run_folder(Path(str(name_or_path)).expanduser()):
+        return _load_run_folder(Path(str(name_or_path)).expanduser(), compute)
     folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     ck = load_folder(folder, max_length=max_length)
     p = ck.pipeline
@@ -347,3 +350,19 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
     enc.set_compute(compute)
     log.info("loaded %s from %s in %.2fs", name, folder, time.perf_counter() - t0)
     return enc
+
+
+def _load_run_folder(path: Path, compute: str) -> Any:
+    """A folder written by `encoderkit train`: a DAN gives a text Encoder; image runs (AE, VAE, MAE, ...) give
+    their `train.run.Run`, whose `encode(images)` returns the codes."""
+    from encoderkit.train.run import load_run
+
+    run = load_run(path)
+    if run.info.get("model_type") == "DAN":
+        from encoderkit.models.dan import load_dan
+
+        return load_dan(path).set_compute(compute)
+    if compute != "fp32":
+        raise ValueError(f"{path} is a {run.info.get('model_type')} run folder; compute={compute!r} applies to "
+                         "transformer encoders only")
+    return run

@@ -30,6 +30,7 @@ _MODELS: dict[str, tuple[str, str, str]] = {
     "VAE": ("encoderkit.models.autoencoder", "VAEConfig", "VAE"),
     "StackedDAE": ("encoderkit.models.autoencoder", "StackedDAEConfig", "StackedDAE"),
     "MAE": ("encoderkit.models.mae", "MAEConfig", "MAE"),
+    "DAN": ("encoderkit.models.dan", "DANConfig", "DAN"),
 }
 
 
@@ -108,6 +109,17 @@ def update_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
     info = json.loads(p.read_text(encoding="utf-8"))
     info.setdefault("summary", {}).update(summary)
     p.write_text(json.dumps(info, indent=2, default=_json_default) + "\n", encoding="utf-8")
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True when `path` is a folder written by `encoderkit train` (config.json with format encoderkit-run)."""
+    cfg = Path(path) / CONFIG
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (ValueError, OSError, AttributeError):
+        return False
 
 
 def load_run(path: str | Path) -> Run:
