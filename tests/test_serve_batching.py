@@ -216,3 +216,28 @@ def test_overload_gives_429_and_the_server_keeps_serving(enc):
         assert r.status_code == 200
         page = httpx.get(srv.url + "/metrics").text
         assert _metric(page, "encoderkit_rejected_total", model="all-MiniLM-L6-v2") == codes.count(429)
+
+
+def test_lone_requests_do_not_wait_but_concurrent_traffic_does():
+    """max_wait is spent only when traffic is concurrent: a caller alone is answered without the wait. (Waits of
+    1 s make the difference visible whatever the machine's load.)"""
+    seen: list[int] = []
+    b = Batcher("t", lambda items: (seen.append(len(items)), [2 * x for x in items])[1], max_wait_ms=1000)
+
+    async def sequential():
+        t0 = time.perf_counter()
+        for i in range(3):
+            assert await b.submit([i], cost=1) == [2 * i]
+        return time.perf_counter() - t0
+
+    assert asyncio.run(sequential()) < 1.5  # three 1-s waits would take >= 3 s
+
+    async def burst_then_lone():
+        await asyncio.gather(*[b.submit([i], cost=1) for i in range(8)])
+        t0 = time.perf_counter()
+        await b.submit([99], cost=1)  # right after concurrent traffic: the worker waits for company
+        return time.perf_counter() - t0
+
+    assert asyncio.run(burst_then_lone()) >= 0.9
+    b.close()
+    assert sum(seen) == 3 + 8 + 1

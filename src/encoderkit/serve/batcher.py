@@ -47,7 +47,8 @@ class BatchStats:
 class Batcher:
     """Runs `run_batch(items) -> results` (same length and order) on the union of queued requests' items.
     max_batch_tokens bounds the summed cost of a batch (a single larger request runs alone; run_batch
-    splits it), max_wait_ms is how long the worker waits for more requests once one arrived, max_queue
+    splits it), max_wait_ms is how long the worker waits for more requests once one arrived (only while traffic
+    is concurrent: after a batch that held a single request, a lone request runs at once), max_queue
     bounds queued inputs (beyond it `submit` raises QueueFull), batching=False runs one request at a time."""
 
     def __init__(self, name: str, run_batch: Callable[[list], Sequence[Any]], *, max_batch_tokens: int = 16384,
@@ -64,6 +65,7 @@ class Batcher:
         self._closed = False
         self._busy_since: float | None = None
         self._ewma_batch_seconds = 0.05
+        self._last_jobs = 0  # requests in the previous batch: > 1 means concurrent traffic, worth waiting for
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -107,7 +109,9 @@ class Batcher:
             jobs = [self._queue.popleft()]
             cost = jobs[0].cost
             if self.batching:
-                deadline = time.perf_counter() + self.max_wait
+                # a lone caller (the previous batch held one request, nothing else queued) gains nothing from waiting
+                wait = self.max_wait if (self._last_jobs > 1 or self._queue) else 0.0
+                deadline = time.perf_counter() + wait
                 while cost < self.max_batch_tokens:
                     if self._queue:
                         nxt = self._queue[0]
@@ -121,6 +125,7 @@ class Batcher:
                         break
                     self._cv.wait(left)
             self._queued_inputs -= sum(len(j.items) for j in jobs)
+            self._last_jobs = len(jobs)
             return jobs
 
     def _work(self) -> None:
