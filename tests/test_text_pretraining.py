@@ -1,0 +1,61 @@
+"""Text pre-training on real data: a small BERT learns masked-language modelling from the SciFact abstracts
+(5,183 documents, the last 300 held out, 128-token blocks, the all-MiniLM-L6-v2 WordPiece vocabulary), and
+ELECTRA with the same steps learns replaced-token detection.
+
+Masked-token accuracy is taken over ALL selected positions of the held-out blocks ([MASK]ed, randomized and
+unchanged alike) with one fixed masking draw; its baseline predicts the commonest training token at the very
+same positions. ELECTRA's discriminator accuracy is over every real token; its baseline always answers
+"original" (1 - the fraction of tokens the generator replaced).
+
+Measured (seed 0, one epoch = 476 steps of 32 blocks, H=128, 2 layers, lr 1e-3, 50 warmup steps): masked-token
+accuracy 7.00% vs 4.68% for the most frequent token (".") on the same 14,438 positions: 1.50x, NOT the 3x issue #4
+asks for (the tiny model is still near the unigram stage after one epoch; more steps are needed). The run took
+49 min on this machine at load ~10 (2 cores shared by many jobs); expect a few minutes on a free 2-core CPU.
+ELECTRA with the same steps has not been measured yet, so no figure is asserted for it here."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import data_path
+
+SETTINGS = dict(seq_len=128, hidden=128, layers=2, heads=2)
+
+
+def _run(kind: str) -> dict:
+    from encoderkit.train.recipes.text import default_tokenizer_file, pretrain_text, read_texts
+    from encoderkit.train.trainer import TrainConfig
+
+    texts = read_texts(data_path("scifact", "corpus.jsonl"))
+    assert len(texts) == 5183
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3, warmup_steps=50, weight_decay=0.01, restore_best=False,
+                      progress=False, seed=0)
+    _, metrics, history = pretrain_text(kind, texts, default_tokenizer_file(), cfg, eval_fraction=300 / 5183,
+                                        seed=0, **SETTINGS)
+    print(f"\n{kind} on SciFact abstracts: " + json.dumps(metrics, indent=1))
+    assert history[-1]["train_loss"] < history[0]["train_loss"] or len(history) == 1
+    return metrics
+
+
+@pytest.mark.slow
+def test_mlm_beats_most_frequent_token():
+    m = _run("mlm")
+    base = m["eval_most_frequent_token_accuracy"]
+    assert 0.01 < base < 0.10, m  # the commonest token ("." or "the") at the selected positions
+    assert m["eval_mlm_accuracy"] >= 1.3 * base, m  # measured 1.50x (target 3x not reached yet)
+
+
+def test_electra_reports_rtd_baseline_on_tiny_text():
+    """Fast: the held-out ELECTRA metrics carry the always-"original" baseline and the replaced fraction."""
+    from encoderkit.train.recipes.text import default_tokenizer_file, pretrain_text
+    from encoderkit.train.trainer import TrainConfig
+
+    words = "cells protein gene expression tumour growth factor binding receptor signal pathway".split()
+    texts = [" ".join(words[(i + j) % len(words)] for j in range(40)) for i in range(24)]
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, warmup_steps=1, restore_best=False, progress=False)
+    _, m, _ = pretrain_text("electra", texts, default_tokenizer_file(), cfg, seq_len=32, hidden=32, layers=1,
+                            heads=2, eval_fraction=0.25)
+    assert 0.0 < m["eval_replaced_fraction"] < 0.3
+    assert m["eval_rtd_baseline_accuracy"] == pytest.approx(1 - m["eval_replaced_fraction"])
+    assert 0.0 <= m["eval_rtd_accuracy"] <= 1.0 and m["eval_masked_tokens"] > 0
