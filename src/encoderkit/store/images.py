@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from encoderkit.store.ingest import IngestReport
+from encoderkit.store.ingest import IngestReport, _isatty
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,6 @@ def ingest_images(collection: Any, paths: str | os.PathLike | Sequence[str | os.
             bar.close()
         collection.flush()
     return report
-
-
-def _isatty() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
 
 
 __all__ = ["ingest_images", "iter_image_files", "mark_image_collection", "is_image_collection", "IMAGE_SUFFIXES"]
