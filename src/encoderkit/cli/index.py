@@ -1,7 +1,9 @@
 """`encoderkit index create|add|info|delete|list`, `encoderkit search`, `encoderkit dedup`: persistent
-collections by name ($ENCODERKIT_HOME/collections/NAME, or --store DIR, or a path)."""
+collections by name ($ENCODERKIT_HOME/collections/NAME, or --store DIR, or a path), or in a PostgreSQL database
+with pgvector: --store postgresql://user@host:port/db and NAME (or NAME = postgresql://...?collection=NAME)."""
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -9,10 +11,95 @@ from pathlib import Path
 
 from encoderkit.cli._common import add_json_flag, emit_json
 
+PG_SCHEMES = ("postgresql://", "postgres://")
+
 
 def _store_flag(p) -> None:
-    p.add_argument("--store", metavar="DIR", help="directory holding collections (default $ENCODERKIT_HOME/collections "
-                                                  "or ~/.encoderkit/collections)")
+    p.add_argument("--store", metavar="DIR|URL",
+                   help="directory holding collections (default $ENCODERKIT_HOME/collections or "
+                        "~/.encoderkit/collections), or a PostgreSQL database: postgresql://user@host:port/db")
+
+
+def _is_pg(value) -> bool:
+    return isinstance(value, str) and value.startswith(PG_SCHEMES)
+
+
+def _pg(args) -> tuple[str, str, str] | None:
+    """(collection URL, store URL, name) when the collection is in PostgreSQL (--store URL and NAME); None for an
+    embedded collection."""
+    if _is_pg(args.store):
+        from encoderkit.store.pg_store import collection_url
+
+        return collection_url(args.store, args.name), args.store, args.name
+    return None
+
+
+def _split_collection_url(args) -> None:
+    """NAME given as postgresql://...?collection=NAME: the same as --store postgresql://... NAME (so no message
+    ever shows the URL's password)."""
+    if _is_pg(getattr(args, "name", None)):
+        from encoderkit.store.pg_store import parse_url, redact
+
+        if args.store is not None:
+            raise ValueError(f"give either --store and a collection NAME, or a collection URL "
+                             f"({redact(args.name)}), not both")
+        args.store, args.name = parse_url(args.name)
+
+
+def _where(args) -> str:
+    """Where the collection is, for messages (never a password)."""
+    pg = _pg(args)
+    if pg is None:
+        from encoderkit.store import collection_path
+
+        return f"at {collection_path(args.name, args.store)}"
+    from encoderkit.store.pg_store import redact
+
+    return f"in {redact(pg[1])}"
+
+
+def _exists(args) -> bool:
+    pg = _pg(args)
+    if pg is None:
+        from encoderkit.store import collection_path
+
+        return (collection_path(args.name, args.store) / "collection.db").exists()
+    from encoderkit.store.pg_store import PgStore
+
+    store = PgStore(pg[0])
+    try:
+        return "model" in store.meta()
+    finally:
+        store.close()
+
+
+def _create_hint(args) -> str:
+    """The command that creates this collection, for 'no collection' messages."""
+    pg = _pg(args)
+    if pg is None:
+        store = f" --store {args.store}" if args.store else ""
+        return f"`encoderkit index create {args.name}{store} --model MODEL`"
+    from encoderkit.store.pg_store import redact
+
+    return f"`encoderkit index create {pg[2]} --store {redact(pg[1])} --model MODEL`"
+
+
+def _database_errors(fn):
+    """Takes NAME as a collection URL too; a PostgreSQL connection or driver failure becomes one readable line
+    (main prints RuntimeError)."""
+    @functools.wraps(fn)
+    def run(args):
+        try:
+            _split_collection_url(args)
+            return fn(args)
+        except ConnectionError as exc:
+            raise RuntimeError(str(exc)) from exc
+        except Exception as exc:
+            psycopg = sys.modules.get("psycopg")
+            if psycopg is not None and isinstance(exc, psycopg.Error):
+                raise RuntimeError(f"PostgreSQL: {' '.join(str(exc).split()) or type(exc).__name__}") from exc
+            raise
+    return run
 
 
 def register(sub) -> None:
@@ -59,7 +146,7 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_delete)
 
-    p = isub.add_parser("list", help="the collections in the store directory")
+    p = isub.add_parser("list", help="the collections in the store directory or PostgreSQL database (--store)")
     _store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_list)
@@ -91,20 +178,24 @@ def register(sub) -> None:
 def _open(args, must_exist: bool = True, encoder=None, **kw):
     from encoderkit.store import Collection, collection_path
 
+    pg = _pg(args)
+    if pg is not None:
+        try:
+            return Collection.open(pg[0], encoder, create=not must_exist, **kw)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no collection {pg[2]!r} {_where(args)}; create it with "
+                                    f"{_create_hint(args)}") from None
     path = collection_path(args.name, args.store)
     if must_exist and not (path / "collection.db").exists():
-        raise FileNotFoundError(f"no collection {args.name!r} at {path}; create it with "
-                                f"`encoderkit index create {args.name} --model MODEL`")
+        raise FileNotFoundError(f"no collection {args.name!r} at {path}; create it with {_create_hint(args)}")
     return Collection.open(path, encoder, **kw)
 
 
+@_database_errors
 def cmd_create(args) -> int:
-    from encoderkit.store import collection_path
-
-    path = collection_path(args.name, args.store)
-    if (path / "collection.db").exists():
-        raise ValueError(f"collection {args.name!r} already exists at {path}; use `encoderkit index add` to fill it "
-                         "or `encoderkit index delete` first")
+    if _exists(args):
+        raise ValueError(f"collection {args.name!r} already exists {_where(args)}; use `encoderkit index add` to "
+                         "fill it or `encoderkit index delete` first")
     col = _open(args, must_exist=False, encoder=args.model, index=args.index, metric=args.metric)
     info = col.info()
     col.close()
@@ -126,17 +217,17 @@ def _image_tower(model: str):
     return enc, encoderkit.load(model, modality="image")
 
 
+@_database_errors
 def cmd_add(args) -> int:
-    from encoderkit.store import collection_path
     from encoderkit.store.images import ingest_images, is_image_collection
 
-    exists = (collection_path(args.name, args.store) / "collection.db").exists()
+    exists = _exists(args)
     model = args.model
     if model is not None and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())  # a folder: record where it is, not where we stood
     if not exists and model is None:
-        raise FileNotFoundError(f"no collection {args.name!r} at {collection_path(args.name, args.store)}; create it "
-                                f"with `encoderkit index create {args.name} --model MODEL` or pass --model")
+        raise FileNotFoundError(f"no collection {args.name!r} {_where(args)}; create it with {_create_hint(args)} "
+                                "or pass --model")
     text_enc = image_enc = None
     if model is not None:
         text_enc, image_enc = _image_tower(model)
@@ -169,6 +260,7 @@ def cmd_add(args) -> int:
     return 1 if report.errors and not report.added and not report.unchanged else 0
 
 
+@_database_errors
 def cmd_info(args) -> int:
     col = _open(args)
     try:
@@ -190,12 +282,13 @@ def cmd_info(args) -> int:
     return 0 if not args.check or info["check"]["ok"] else 1
 
 
+@_database_errors
 def cmd_delete(args) -> int:
     from encoderkit.store import collection_path
 
-    path = collection_path(args.name, args.store)
-    if not (path / "collection.db").exists():
-        raise FileNotFoundError(f"no collection {args.name!r} at {path}")
+    if not _exists(args):
+        raise FileNotFoundError(f"no collection {args.name!r} {_where(args)}")
+    pg = _pg(args)
     if args.ids or args.where:
         col = _open(args)
         try:
@@ -204,7 +297,18 @@ def cmd_delete(args) -> int:
         finally:
             col.close()
         out = {"deleted_documents": n, "documents": left}
+    elif pg is not None:
+        from encoderkit.store.pg_store import PgStore
+
+        store = PgStore(pg[0])
+        try:
+            if not store.drop():  # dropped by someone else meanwhile
+                raise FileNotFoundError(f"no collection {args.name!r} {_where(args)}")
+        finally:
+            store.close()
+        out = {"deleted_collection": store.where}
     else:
+        path = collection_path(args.name, args.store)
         for f in ("collection.db", "collection.db-wal", "collection.db-shm", "index.faiss", "index.json"):
             (path / f).unlink(missing_ok=True)
         for f in path.glob("*.tmp"):
@@ -219,9 +323,12 @@ def cmd_delete(args) -> int:
     return 0
 
 
+@_database_errors
 def cmd_list(args) -> int:
     from encoderkit.store import Collection, collection_path
 
+    if _is_pg(args.store):
+        return _list_pg(args)
     root = Path(args.store).expanduser() if args.store else collection_path("x").parent
     rows = []
     for d in sorted(root.iterdir()) if root.exists() else []:
@@ -230,6 +337,29 @@ def cmd_list(args) -> int:
             info = col.info()
             col.store.close()
             rows.append({"name": d.name, **info})
+    _print_list(args, rows, root)
+    return 0
+
+
+def _list_pg(args) -> int:
+    from encoderkit.store.pg_collection import PgCollection
+    from encoderkit.store.pg_store import collection_url, list_collections, redact
+
+    rows = []
+    for name in list_collections(args.store):
+        try:
+            col = PgCollection.open_url(collection_url(args.store, name), create=False)
+        except FileNotFoundError:  # dropped since it was listed
+            continue
+        try:
+            rows.append({"name": name, **col.info()})
+        finally:
+            col.close()
+    _print_list(args, rows, redact(args.store))
+    return 0
+
+
+def _print_list(args, rows: list[dict], root) -> None:
     if args.json:
         emit_json(rows)
     elif not rows:
@@ -238,9 +368,9 @@ def cmd_list(args) -> int:
         print(f"{'NAME':24s} {'DOCS':>8s}  {'INDEX':10s} MODEL")
         for r in rows:
             print(f"{r['name']:24s} {r['documents']:>8d}  {r['index']:10s} {r['model']}")
-    return 0
 
 
+@_database_errors
 def cmd_search(args) -> int:
     from encoderkit.store.images import is_image_collection
 
@@ -268,6 +398,7 @@ def cmd_search(args) -> int:
     return 0
 
 
+@_database_errors
 def cmd_dedup(args) -> int:
     from encoderkit.tasks.dedup import find_duplicates
 

@@ -132,19 +132,21 @@ def _validation_error(request: Request, exc: RequestValidationError):
 def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None = None,
                metrics: Metrics | None = None, collections: Any = None) -> FastAPI:
     """The ASGI app. Models are loaded from config unless a registry is given; `collections` is a
-    CollectionManager (made from config.store when None)."""
+    CollectionManager (made from config.store when None: a folder, or a postgresql://user@host:port/db URL)."""
     config = config or ServeConfig()
     metrics = metrics or Metrics()
     keys = KeyStore(config.api_keys) if config.api_keys else None
     if keys is not None and len(keys) == 0:
         log.warning("API key file %s has no keys yet: every request will get 401 until `encoderkit keys add`",
                     config.api_keys)
-    if registry is None:
-        registry = load_models(config, metrics)
-    if collections is None and config.store:
+    if collections is None and config.store:  # before the models load: a bad store fails fast
         from encoderkit.serve.collections_api import CollectionManager
 
-        collections = CollectionManager(config.store, registry)
+        collections = CollectionManager(config.store)
+    if registry is None:
+        registry = load_models(config, metrics)
+    if collections is not None and getattr(collections, "registry", None) is None:
+        collections.registry = registry
     state = ServerState(config, registry, metrics, keys, collections)
 
     @asynccontextmanager
@@ -166,6 +168,18 @@ def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         return _validation_error(request, exc)
+
+    async def _store_down(request: Request, exc: Exception):
+        from encoderkit.serve.collections_api import store_error
+
+        log.warning("collection store failure on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(request.url.path, store_error(exc))
+
+    if getattr(collections, "pg", False):  # the database went away or failed mid-request: 503, not 500
+        from encoderkit.store.pg_store import DriverError
+
+        app.add_exception_handler(ConnectionError, _store_down)
+        app.add_exception_handler(DriverError, _store_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -1,6 +1,8 @@
 """Collections over HTTP: create / list / drop, add / upsert / delete documents, search (vector, keyword,
 hybrid; `where` filters; optional cross-encoder rerank). Queries and documents are embedded through the
-model's dynamic batcher; SQLite and FAISS work runs in worker threads."""
+model's dynamic batcher; SQLite and FAISS (or PostgreSQL) work runs in worker threads. The store is a folder
+(one sub-folder per collection) or a PostgreSQL database with pgvector (postgresql://user@host:port/db: one
+table per collection)."""
 from __future__ import annotations
 
 import logging
@@ -26,11 +28,24 @@ NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
 
 class CollectionManager:
-    """The collections under one store folder (one sub-folder each), opened once and kept open."""
+    """The collections of one store, opened once and kept open: a folder (one sub-folder each) or a PostgreSQL
+    database with pgvector (postgresql://user@host:port/db; collection NAME is its table encoderkit_NAME)."""
 
-    def __init__(self, root: str | Path, registry: ModelRegistry):
-        self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: str | Path, registry: ModelRegistry | None = None):
+        # as pg_store.is_pg_url, without importing psycopg for a folder store
+        self.pg = isinstance(root, str) and root.startswith(("postgresql://", "postgres://"))
+        if self.pg:
+            from encoderkit.store.pg_store import check_database, redact
+
+            self.url = root
+            self.root = redact(root)  # for messages and logs: never the password
+            try:
+                check_database(root)  # a bad URL, an unreachable server, no database, no pgvector: fail at start
+            except ConnectionError as exc:
+                raise RuntimeError(f"--store: {exc}") from None
+        else:
+            self.root = Path(root).expanduser()
+            self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
         self._open: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -38,69 +53,126 @@ class CollectionManager:
     def names(self) -> list[str]:
         from encoderkit.store.collection import DB_NAME
 
+        if self.pg:
+            from encoderkit.store.pg_store import list_collections
+
+            return list_collections(self.url)
         return sorted(p.name for p in self.root.iterdir() if (p / DB_NAME).is_file() and NAME.match(p.name))
 
-    def _path(self, name: str) -> Path:
+    def _path(self, name: str) -> Path | str:
+        """The collection's folder, or its postgresql://...?collection=NAME URL; 422 for a name the store refuses."""
         if not NAME.match(name) or ".." in name:
             raise APIError(422, f"bad collection name {name!r}: use letters, digits, '_', '-', '.' (at most 128)",
                            "validation", param="name")
+        if self.pg:
+            from encoderkit.store.pg_store import check_name, collection_url
+
+            try:
+                check_name(name)
+            except ValueError as exc:
+                raise APIError(422, str(exc), "validation", param="name") from None
+            return collection_url(self.url, name)
         return self.root / name
+
+    def _exists(self, path: Path | str) -> bool:
+        from encoderkit.store.collection import DB_NAME
+
+        if self.pg:
+            from encoderkit.store.pg_store import PgStore
+
+            store = PgStore(path)
+            try:
+                return "model" in store.meta()
+            finally:
+                store.close()
+        return (path / DB_NAME).is_file()
 
     def get(self, name: str) -> Any:
         """The open collection `name`; 404 when it does not exist."""
-        from encoderkit.store.collection import DB_NAME, Collection
+        from encoderkit.store.collection import Collection
 
         path = self._path(name)
         with self._lock:
-            if name in self._open:
-                return self._open[name]
-            if not (path / DB_NAME).is_file():
-                raise APIError(404, f"collection {name!r} does not exist; POST /collections creates it", "not_found")
-            coll = Collection.open(path, encoder=None, create=False)
+            coll = self._open.get(name)
+            if coll is not None and self.pg and not coll.store.usable():  # the database restarted: reconnect
+                log.warning("connection of collection %r to %s was lost; reconnecting", name, self.root)
+                self._open.pop(name, None)
+                try:
+                    coll.close()
+                except Exception:  # already broken
+                    pass
+                coll = None
+            if coll is not None:
+                return coll
+            try:
+                coll = Collection.open(path, encoder=None, create=False)
+            except FileNotFoundError:
+                raise APIError(404, f"collection {name!r} does not exist; POST /collections creates it",
+                               "not_found") from None
             self._open[name] = coll
             return coll
 
     def create(self, name: str, model: EmbeddingModel, index: str, metric: str) -> Any:
-        from encoderkit.store.collection import DB_NAME, Collection
+        from encoderkit.store.collection import Collection
 
         path = self._path(name)
         with self._lock:
-            if (path / DB_NAME).is_file():
+            if self._exists(path):
                 raise APIError(409, f"collection {name!r} already exists; DELETE it first or pick another name",
                                "conflict")
             try:
                 coll = Collection.open(path, encoder=model.encoder, index=index, metric=metric)
             except ValueError as exc:
-                shutil.rmtree(path, ignore_errors=True)
+                if not self.pg:  # PostgreSQL creates nothing before the checks pass
+                    shutil.rmtree(path, ignore_errors=True)
                 raise APIError(422, str(exc), "validation") from None
             self._open[name] = coll
             return coll
 
     def drop(self, name: str) -> None:
-        from encoderkit.store.collection import DB_NAME
-
         path = self._path(name)
         with self._lock:
             coll = self._open.pop(name, None)
             if coll is not None:
                 coll.close()
-            if not (path / DB_NAME).is_file():
-                raise APIError(404, f"collection {name!r} does not exist", "not_found")
-            shutil.rmtree(path)
+            if not self.pg:
+                if not self._exists(path):
+                    raise APIError(404, f"collection {name!r} does not exist", "not_found")
+                shutil.rmtree(path)
+                return
+            from encoderkit.store.pg_store import PgStore
+
+            store = PgStore(path)
+            try:
+                if not store.drop():  # only a recorded collection's table and meta rows go
+                    raise APIError(404, f"collection {name!r} does not exist", "not_found")
+            finally:
+                store.close()
 
     def model_for(self, coll: Any) -> EmbeddingModel:
         """The served model a collection was built with (424 when this server does not serve it)."""
         m = self.registry.get(coll.model)
         if m is None:
-            raise APIError(424, f"collection {coll.path.name!r} was built with model {coll.model!r}, which this server "
+            name = coll.store.name if self.pg else coll.path.name
+            raise APIError(424, f"collection {name!r} was built with model {coll.model!r}, which this server "
                                 "does not serve; restart it with --model " + coll.model, "backend")
         return m
 
     def close(self) -> None:
         with self._lock:
             for coll in self._open.values():
-                coll.close()
+                try:
+                    coll.close()
+                except Exception:  # a broken database connection must not stop the others closing
+                    log.exception("closing collection %s failed", coll.path)
             self._open.clear()
+
+
+def store_error(exc: BaseException) -> APIError:
+    """The APIError for a failure of the collection store's database (unreachable, connection lost, a driver
+    error): 503, so a client retries later or elsewhere."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return APIError(503, f"the collection store is unavailable: {detail}", "unhealthy", code="store_unavailable")
 
 
 # ------------------------------------------------------------------ schemas
@@ -183,7 +255,8 @@ class SearchResponse(BaseModel):
 # ------------------------------------------------------------------ routes
 def _manager(state: ServerState) -> CollectionManager:
     if state.collections is None:
-        raise APIError(404, "this server has no collection store; start it with --store DIR", "not_found")
+        raise APIError(404, "this server has no collection store; start it with --store DIR or "
+                            "--store postgresql://user@host:port/db", "not_found")
     return state.collections
 
 

@@ -6,7 +6,8 @@ A collection NAME lives in a database as two things (in the connection's current
 - table `encoderkit_NAME`: rid, id, text, metadata jsonb, hash, embedding vector(dim), and
   tsv tsvector GENERATED from the text (GIN index; ranked with ts_rank_cd);
 - rows of table `encoderkit_meta` (collection, key, value): model, dim, metric, index, fts, uid, generation.
-Its URL is the libpq URL of the database plus `collection=NAME`: postgresql://user@host:5432/db?collection=NAME."""
+Its URL is the libpq URL of the database plus `collection=NAME`: postgresql://user@host:5432/db?collection=NAME.
+The database URL alone (a "store", as a folder is for embedded collections) lists them: `list_collections`."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,16 @@ _FACTORY = re.compile(r"^(Flat|HNSW(\d+)|IVF(\d+),Flat)$")
 _OPS = {"cosine": ("<=>", "vector_cosine_ops"), "ip": ("<#>", "vector_ip_ops"), "l2": ("<->", "vector_l2_ops")}
 
 
+DriverError = psycopg.Error  # what the database driver raises (a lost connection mid-query, ...)
+
+
+def check_name(name: str) -> None:
+    """Raise ValueError unless `name` can name a collection (its table is encoderkit_NAME)."""
+    if not _NAME.match(name):
+        raise ValueError(f"bad collection name {name!r} for a PostgreSQL store: use lowercase letters, digits and "
+                         "'_', starting with a letter, at most 40 characters")
+
+
 def is_pg_url(path: Any) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
@@ -45,9 +56,21 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@?]*):[^@/?]+@", r"\1:***@", url)
 
 
+def _split(url: str):
+    """urlsplit with a readable error for a malformed URL (bad IPv6 brackets, a port that is no number)."""
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # libpq's multi-host form host1:p1,host2:p2 is left to libpq
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number 0-65535)
+    except ValueError as exc:
+        raise ValueError(f"malformed PostgreSQL URL {redact(url)}: {exc}; expected "
+                         "postgresql://user[:password]@host[:port]/database") from None
+    return parts
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(libpq connection URL without `collection`, collection name) from postgresql://...?collection=NAME."""
-    parts = urlsplit(url)
+    parts = _split(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     names = [v for k, v in query if k == "collection"]
     if not names:
@@ -59,6 +82,87 @@ def parse_url(url: str) -> tuple[str, str]:
                          "starting with a letter, at most 40 characters")
     rest = urlencode([(k, v) for k, v in query if k != "collection"], safe="/")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), name
+
+
+def database_url(url: str) -> str:
+    """The URL of a database holding collections (a store), checked: well formed and naming no collection."""
+    parts = _split(url)
+    if any(k == "collection" for k, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        raise ValueError(f"{redact(url)} names a collection; a store is the database URL alone "
+                         "(postgresql://user@host:port/db) and the collection is named separately")
+    return url
+
+
+def collection_url(store: str, name: str) -> str:
+    """The URL of collection `name` in the database at `store`: postgresql://user@host:port/db?collection=NAME."""
+    store = database_url(store)
+    url = f"{store}{'&' if urlsplit(store).query else '?'}collection={name}"
+    parse_url(url)  # a readable error for a name PostgreSQL tables cannot take
+    return url
+
+
+def connect(conninfo: str, connect_timeout: int = 10) -> psycopg.Connection:
+    """An autocommit connection; a malformed URL raises ValueError, an unreachable server or a missing database
+    ConnectionError, each naming the URL without its password."""
+    try:
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConnectionError(f"cannot connect to PostgreSQL at {redact(conninfo)}: {detail}. Is the server "
+                              "running, and are host, port, user, password and database right?") from None
+    except psycopg.ProgrammingError as exc:  # libpq could not parse the URL
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"malformed PostgreSQL URL {redact(conninfo)}: {detail}") from None
+
+
+def list_collections(url: str, connect_timeout: int = 10) -> list[str]:
+    """Names of the collections recorded in the database at `url` (a store URL), sorted. Reads only."""
+    conn = connect(database_url(url), connect_timeout)
+    try:
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (META_TABLE,)).fetchone()[0]:
+            return []
+        rows = conn.execute(sql.SQL("SELECT collection FROM {} WHERE key = 'model' ORDER BY collection")
+                            .format(sql.Identifier(META_TABLE))).fetchall()
+    finally:
+        conn.close()
+    return [r[0] for r in rows]
+
+
+def check_database(url: str, connect_timeout: int = 10) -> None:
+    """Raise the error a first use would (malformed URL, unreachable server, missing database, no pgvector) now:
+    for a server to refuse to start rather than fail on its first request."""
+    conn = connect(database_url(url), connect_timeout)
+    try:
+        _ensure_pgvector(conn, redact(url))
+    finally:
+        conn.close()
+
+
+def _ensure_pgvector(conn: psycopg.Connection, where: str) -> tuple[int, ...]:
+    """Create the pgvector extension if missing (or say who must), register the numpy <-> vector adapters on
+    `conn`; returns pgvector's version."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            why = " ".join(str(exc).split())
+            db = conn.info.dbname
+            if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() is None:
+                raise RuntimeError(f"the pgvector extension is not available on the PostgreSQL server of "
+                                   f"{where} ({why}); install pgvector on the server "
+                                   "(https://github.com/pgvector/pgvector), then retry") from None
+            raise RuntimeError(f"the pgvector extension is not installed in database {db!r} and user "
+                               f"{conn.info.user!r} cannot install it ({why}); ask the database owner or a "
+                               f"superuser to run: CREATE EXTENSION vector;") from None
+    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+    info = TypeInfo.fetch(conn, "vector")
+    if info is None:
+        raise RuntimeError(f"pgvector is installed in database {conn.info.dbname!r} but its type `vector` is "
+                           "not on the search_path; add the extension's schema to search_path")
+    dumper = type("VectorDumper", (_VectorDumper,), {"oid": info.oid})  # this database's oid of `vector`
+    conn.adapters.register_dumper(np.ndarray, dumper)
+    conn.adapters.register_loader(info.oid, _VectorLoader)
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
 
 
 def check_factory_pg(factory: str, dim: int, metric: str) -> None:
@@ -86,14 +190,9 @@ class PgStore:
         self.url = url
         conninfo, self.name = parse_url(url)
         self.where = redact(url)
+        self.conn = connect(conninfo, connect_timeout)
         try:
-            self.conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
-        except psycopg.OperationalError as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise ConnectionError(f"cannot connect to PostgreSQL at {redact(conninfo)}: {detail}. Is the server "
-                                  "running, and are host, port, user, password and database right?") from None
-        try:
-            self._ensure_pgvector()
+            self.pgvector = _ensure_pgvector(self.conn, self.where)
             with self.transaction():
                 self._lock("encoderkit_meta")
                 self.conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (collection text NOT NULL, key text NOT NULL, "
@@ -104,30 +203,6 @@ class PgStore:
             raise
         self.table = sql.Identifier(f"encoderkit_{self.name}")
         self.table_name = f"encoderkit_{self.name}"
-
-    def _ensure_pgvector(self) -> None:
-        if self.conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
-            try:
-                self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            except psycopg.Error as exc:
-                why = " ".join(str(exc).split())
-                db = self.conn.info.dbname
-                if self.conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() is None:
-                    raise RuntimeError(f"the pgvector extension is not available on the PostgreSQL server of "
-                                       f"{self.where} ({why}); install pgvector on the server "
-                                       "(https://github.com/pgvector/pgvector), then retry") from None
-                raise RuntimeError(f"the pgvector extension is not installed in database {db!r} and user "
-                                   f"{self.conn.info.user!r} cannot install it ({why}); ask the database owner or a "
-                                   f"superuser to run: CREATE EXTENSION vector;") from None
-        version = self.conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
-        self.pgvector = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-        info = TypeInfo.fetch(self.conn, "vector")
-        if info is None:
-            raise RuntimeError(f"pgvector is installed in database {self.conn.info.dbname!r} but its type `vector` is "
-                               "not on the search_path; add the extension's schema to search_path")
-        dumper = type("VectorDumper", (_VectorDumper,), {"oid": info.oid})  # this database's oid of `vector`
-        self.conn.adapters.register_dumper(np.ndarray, dumper)
-        self.conn.adapters.register_loader(info.oid, _VectorLoader)
 
     def _lock(self, key: str) -> None:
         """A transaction-scoped advisory lock (serializes schema changes between processes)."""
@@ -173,6 +248,29 @@ class PgStore:
                                   .format(sql.Identifier(META_TABLE)), [(self.name, k, str(v)) for k, v in meta.items()])
             self.ensure_ann_index(meta["index"], meta["metric"])
         return self.meta()
+
+    def drop(self, lock_timeout_s: float = 30.0) -> bool:
+        """Drop this collection in one transaction: its table (its indexes go with it) and its rows of
+        encoderkit_meta; no other table or meta row is touched. False (and nothing dropped) when NAME is not a
+        recorded collection, so a same-named table encoderkit did not create is left alone. Waits at most
+        lock_timeout_s for other sessions' transactions on the table (RuntimeError after that)."""
+        try:
+            with self.transaction():
+                self._lock(f"encoderkit:{self.name}")  # not while another process creates it
+                if "model" not in self.meta():
+                    return False
+                self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table))
+                self.conn.execute(sql.SQL("DELETE FROM {} WHERE collection = %s").format(sql.Identifier(META_TABLE)),
+                                  (self.name,))
+        except psycopg.errors.LockNotAvailable:
+            raise RuntimeError(f"collection {self.name!r} at {self.where} is busy (a transaction of another session "
+                               f"held it for {lock_timeout_s:g} s); nothing was dropped, retry") from None
+        return True
+
+    def usable(self) -> bool:
+        """False once the connection is closed or broken (server restarted, network lost)."""
+        return not self.conn.closed and not self.conn.broken
 
     def _ix(self, suffix: str) -> sql.Identifier:
         return sql.Identifier(f"{self.table_name}_{suffix}")
