@@ -1,9 +1,16 @@
 """Self-supervised results on real MNIST (train: first 8,000 of the t10k images, test: last 2,000).
-SimCLR trains a small conv encoder without labels; its frozen features are then scored by a linear
-probe and k-NN (k = 20), beside raw pixels and the same encoder left at random init.
+SimCLR and DINO train a small conv encoder (width 32) without labels; its frozen features (DINO: the
+EMA teacher's backbone) are then scored by a linear probe and k-NN (k = 20), beside raw pixels and the
+same encoder left at random init (raw pixels: 90.35% linear / 96.0% k-NN; random init: 89.9% / 92.85%).
+
+Measured (seed 0): SimCLR 97.8% linear probe / 96.65% k-NN; DINO 97.65% / 95.25% with train_dino's
+recipe (teacher temp 0.02 -> 0.04 over epoch 1, EMA momentum cosine 0.99 -> 1, lr 2e-3 with one epoch
+of warm-up, 6 epochs of batch 64, 2 local crops); its old defaults (temp 0.02, momentum 0.9, lr 1e-3,
+4 epochs) gave 92.7-94.25%.
 
 Budget: the 3 SimCLR epochs took ~80 s on one thread of this 2-core CPU while it was shared (load ~5);
-the test took 18 min when the machine ran at load ~15. DINO's figure is not asserted here yet."""
+the 6 DINO epochs took ~175 s at load ~2 (test call 183 s, the whole file 4 min 8 s at load ~2); the
+file took 18 min when the machine ran at load ~15 (before DINO was added)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +25,7 @@ from encoderkit.train.recipes.ssl import (
     SSLEncoderConfig,
     SSLImageEncoder,
     evaluate_features,
+    train_dino,
     train_simclr,
 )
 from encoderkit.train.trainer import TrainConfig
@@ -59,6 +67,21 @@ def test_simclr_frozen_features(mnist):
     trained = evaluate_features(encoder, x_tr, y_tr, x_te, y_te)
     rnd = _random_init(x_tr, y_tr, x_te, y_te)
     _report("SimCLR", trained, rnd)
+    _check(trained, rnd)
+
+
+@pytest.mark.slow
+def test_dino_frozen_features(mnist):
+    """train_dino's default recipe: teacher temp 0.02 -> 0.04 over epoch 1, EMA 0.99 -> 1, lr 2e-3, 6 epochs."""
+    x_tr, y_tr, x_te, y_te = mnist
+    cfg = TrainConfig(epochs=6, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_steps=125, drop_last=True,
+                      restore_best=False, progress=False, seed=0)
+    encoder, history = train_dino(x_tr, cfg, SSLEncoderConfig(width=32), out_dim=256, teacher_temp=0.04,
+                                  momentum=0.99, warmup_teacher_temp=0.02, teacher_temp_warmup_epochs=1)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    trained = evaluate_features(encoder, x_tr, y_tr, x_te, y_te)
+    rnd = _random_init(x_tr, y_tr, x_te, y_te)
+    _report("DINO", trained, rnd)
     _check(trained, rnd)
 
 
