@@ -270,6 +270,10 @@ def _http_session(url: str) -> dict:
     got["add_dup"] = (got["add_dup"][0], got["add_dup"][1]["error_type"])
     call("list", "GET", "/collections")
     call("describe", "GET", "/collections/notes")
+    call("stats", "GET", "/collections/notes/stats")  # the web page's routes
+    call("map", "GET", "/collections/notes/map", params={"limit": 100})
+    call("locate", "POST", "/collections/notes/map/locate", json={"query": "cats"})
+    call("similar", "POST", "/collections/notes/similar", json={"id": "cat", "k": 2})
     for q in ("kitten rug mat", "markets", "birds migrating", "cargo harbours"):  # no stop words (see QUERIES)
         for mode in ("vector", "keyword", "hybrid"):
             call(f"search {mode} {q}", "POST", "/collections/notes/search", json={"query": q, "k": 5, "mode": mode})
@@ -301,7 +305,21 @@ def test_server_round_trip_equals_embedded(db, tiny_models, tmp_path):
     for key in embedded:
         (es, e), (ps, p) = embedded[key], pg[key]
         assert ps == es, (key, p, e)
-        if key.startswith("search") or key in ("where", "rerank"):
+        if key == "stats":  # the same but for the on-disk figures of each backend
+            assert p["updated"] is None and e["updated"], (p, e)
+            drop = ("updated", "bytes")
+            assert {k: v for k, v in p.items() if k not in drop} == {k: v for k, v in e.items() if k not in drop}
+            assert p["sampled"] == len(HTTP_DOCS) and p["fields"]["topic"]["count"] == len(HTTP_DOCS)
+            continue
+        if key in ("map", "locate"):  # PCA of the same vectors: same spread (an axis may flip, rows may reorder)
+            if key == "map":
+                assert sorted(pt["id"] for pt in p["points"]) == sorted(pt["id"] for pt in e["points"])
+                assert p["total"] == e["total"] == len(HTTP_DOCS)
+                assert np.allclose(p["explained_variance"], e["explained_variance"], atol=1e-4)
+            else:
+                assert np.allclose(np.abs([p["x"], p["y"]]), np.abs([e["x"], e["y"]]), atol=1e-4)
+            continue
+        if key.startswith("search") or key in ("where", "rerank", "similar"):
             if key.startswith("search keyword") or key.startswith("search hybrid"):  # BM25 vs ts_rank_cd x idf
                 assert {h["id"] for h in p["hits"]} == {h["id"] for h in e["hits"]}, key
                 continue

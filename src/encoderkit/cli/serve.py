@@ -13,7 +13,9 @@ def register(sub) -> None:
                    help="embedding model to serve (repeat for several; default all-MiniLM-L6-v2)")
     p.add_argument("--rerank-model", action="append", dest="rerank_models", default=[], metavar="NAME",
                    help="cross-encoder for /rerank and search rerank (repeatable)")
-    p.add_argument("--store", default=None, metavar="DIR", help="folder of collections served under /collections")
+    p.add_argument("--store", default=None, metavar="DIR|URL",
+                   help="collections served under /collections: a folder (one sub-folder each) or a PostgreSQL "
+                        "database with pgvector, postgresql://user@host:port/db (one table each)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-keys", default=None, metavar="FILE", help="API-key file (make keys: encoderkit keys add)")

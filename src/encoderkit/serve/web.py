@@ -171,7 +171,7 @@ class _MapCache:
                     return self._items[key]
             t0 = time.perf_counter()
             cmap = map_collection(coll, limit=limit, method=method)
-            log.info("map of %s: %d of %d documents by %s in %.2f s", coll.path.name, len(cmap.ids), cmap.total,
+            log.info("map of %s: %d of %d documents by %s in %.2f s", _label(coll), len(cmap.ids), cmap.total,
                      cmap.projection.method, time.perf_counter() - t0)
             with self._lock:
                 self._items[key] = cmap
@@ -195,7 +195,17 @@ def _generation(coll: Any) -> int:
     return int(coll.info()["generation"])
 
 
+def _label(coll: Any) -> str:
+    """The collection's name for messages: its folder's name, or a PostgreSQL collection's name."""
+    store_name = getattr(getattr(coll, "store", None), "name", None)
+    return store_name if isinstance(store_name, str) else Path(coll.path).name
+
+
 def _updated(coll: Any) -> str | None:
+    """When the embedded store's database files last changed (None for a PostgreSQL collection: the server
+    keeps no per-table modification time)."""
+    if not isinstance(coll.path, Path):
+        return None
     times = [p.stat().st_mtime for p in coll.path.iterdir() if p.is_file() and p.name.startswith("collection.db")]
     if not times:
         return None
@@ -254,7 +264,7 @@ async def _map(coll: Any, limit: int, method: str) -> Any:
         raise APIError(422, "UMAP is not installed on this server (pip install umap-learn); use method=pca",
                        "validation", param="method")
     if await run_in_threadpool(coll.count) == 0:
-        raise APIError(422, f"collection {coll.path.name!r} is empty: add documents before drawing its map", "empty")
+        raise APIError(422, f"collection {_label(coll)!r} is empty: add documents before drawing its map", "empty")
     gen = await run_in_threadpool(_generation, coll)
     try:
         return await run_in_threadpool(_maps.get, coll, gen, limit, method)

@@ -49,8 +49,8 @@ def collection_path(name: str | os.PathLike, store: str | os.PathLike | None = N
     `$ENCODERKIT_HOME/collections/NAME` (default ~/.encoderkit/collections/NAME)."""
     name = str(name)
     if name.startswith(("postgresql://", "postgres://")):
-        raise ValueError("a postgresql:// collection is not a directory: open it with Collection.open(url) "
-                         "(the command line manages embedded collections only)")
+        raise ValueError("a postgresql:// collection is not a directory: open it with Collection.open(url), or "
+                         "on the command line pass the database URL as --store and the collection's NAME")
     if store is not None:
         return Path(store).expanduser() / name
     if os.sep in name or name.startswith(".") or name.startswith("~") or Path(name).is_absolute():
