@@ -7,13 +7,16 @@ unchanged alike) with one fixed masking draw; its baseline predicts the commones
 same positions. ELECTRA's discriminator accuracy is over every real token; its baseline always answers
 "original" (1 - the fraction of tokens the generator replaced).
 
-Measured (seed 0, one epoch = 476 steps of 32 blocks, H=128, 2 layers, lr 1e-3, 50 warmup steps): masked-token
-accuracy 7.00% vs 4.68% for the most frequent token (".") on the same 14,438 positions: 1.50x, NOT the 3x issue #4
-asks for (the tiny model is still near the unigram stage after one epoch; more steps are needed). The run took
-49 min on this machine at load ~10 (2 cores shared by many jobs); expect a few minutes on a free 2-core CPU.
-ELECTRA with the same 476 steps (generator H=32, 19 min at load ~3): discriminator RTD accuracy 85.595% vs the
-always-"original" baseline 85.597% (no better yet: its loss 0.409 is the entropy of the 14.4% replaced rate),
-generator MLM accuracy 6.60% vs 4.52%; so no ELECTRA figure is asserted here yet."""
+Measured (seed 0, dropout 0, one epoch = 1,903 steps of 8 blocks, H=128, 2 layers, lr 2e-3 with 100 warmup steps
+then cosine; 8 min on this machine): masked-token accuracy 12.58% vs 4.68% for the most frequent token (".") on the
+same 14,438 positions: 2.69x, NOT the 3x issue #4 asks for. The same recipe over two epochs reached 13.23% (2.83x)
+and was flattening; a 16,000- or 8,000-piece WordPiece vocabulary trained on the corpus, a wider model (H=256, slower from the start) or a
+higher peak rate (5e-3: collapses to always "." ) did not do better. The earlier recipe (batch 32, lr 1e-3,
+dropout 0.1, 476 steps) gave 7.00% (1.50x): smaller batches (more updates for the same tokens) and no dropout
+doubled what the model learns from one pass.
+ELECTRA with the same one-epoch recipe (generator H=32): discriminator RTD accuracy 86.011% = the always-"original"
+baseline 86.011% (its loss 0.405 is the entropy of the 14.0% replaced rate), generator MLM accuracy 9.73% vs 4.52%;
+so no ELECTRA figure is asserted here yet."""
 from __future__ import annotations
 
 import json
@@ -31,7 +34,7 @@ def _run(kind: str) -> dict:
 
     texts = read_texts(data_path("scifact", "corpus.jsonl"))
     assert len(texts) == 5183
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3, warmup_steps=50, weight_decay=0.01, restore_best=False,
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, weight_decay=0.01, restore_best=False,
                       progress=False, seed=0)
     _, metrics, history = pretrain_text(kind, texts, default_tokenizer_file(), cfg, eval_fraction=300 / 5183,
                                         seed=0, **SETTINGS)
@@ -45,7 +48,7 @@ def test_mlm_beats_most_frequent_token():
     m = _run("mlm")
     base = m["eval_most_frequent_token_accuracy"]
     assert 0.01 < base < 0.10, m  # the commonest token ("." or "the") at the selected positions
-    assert m["eval_mlm_accuracy"] >= 1.3 * base, m  # measured 1.50x (target 3x not reached yet)
+    assert m["eval_mlm_accuracy"] >= 2.4 * base, m  # measured 2.69x (target 3x not reached yet)
 
 
 def test_electra_reports_rtd_baseline_on_tiny_text():

@@ -201,20 +201,24 @@ def most_frequent_token(ids: torch.Tensor, att: torch.Tensor, special: list[int]
 
 
 def small_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2, seq_len: int = 128,
-                      embedding_size: int | None = None):
-    """A small BERT for CPU pre-training (dropout 0.1, 4x feed-forward)."""
+                      embedding_size: int | None = None, dropout: float = 0.1):
+    """A small BERT for CPU pre-training (4x feed-forward; `dropout` for hidden states and attention)."""
     from encoderkit.models.bert import BertConfig
 
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     return BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
-                      intermediate_size=4 * hidden, max_position_embeddings=seq_len, embedding_size=embedding_size)
+                      intermediate_size=4 * hidden, max_position_embeddings=seq_len, embedding_size=embedding_size,
+                      dropout=dropout, attention_dropout=dropout)
 
 
 def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, config=None, *, seq_len: int = 128,
                   hidden: int = 128, layers: int = 2, heads: int = 2, generator_fraction: float = 0.25,
-                  eval_fraction: float = 0.1, seed: int = 0) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Pre-train a small BERT with "mlm" or "electra" on texts; returns (the encoder to keep: the BERT or
     the ELECTRA discriminator, held-out metrics, training history). The last eval_fraction of the
-    documents is held out."""
+    documents is held out. Dropout defaults to 0: a model this small, trained for an epoch or two, underfits
+    rather than overfits, so dropout only slows it down."""
     from tokenizers import Tokenizer
 
     from encoderkit.models.bert import BertModel
@@ -232,18 +236,19 @@ def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, confi
     masker = _Masker(tok, seed)
     V = tok.get_vocab_size()
     torch.manual_seed(seed)
-    cfg_d = small_bert_config(V, hidden, layers, heads, seq_len)
+    cfg_d = small_bert_config(V, hidden, layers, heads, seq_len, dropout=dropout)
     if kind == "mlm":
         encoder = BertModel(cfg_d)
         model: nn.Module = MLMTrainable(encoder, masker)
     else:  # generator: 1/4 of the discriminator's width, same embeddings (ELECTRA section 3.2)
         g_hidden = max(heads * 8, int(hidden * generator_fraction))
-        cfg_g = small_bert_config(V, g_hidden, layers, max(1, heads // 2), seq_len, embedding_size=hidden)
+        cfg_g = small_bert_config(V, g_hidden, layers, max(1, heads // 2), seq_len, embedding_size=hidden,
+                                  dropout=dropout)
         cfg_g.intermediate_size = 4 * g_hidden
         encoder = BertModel(cfg_d)
         model = ElectraTrainable(BertModel(cfg_g), encoder, masker)
     init_bert_weights(model)
-    cfg = config or TrainConfig(epochs=1, batch_size=32, lr=1e-3, warmup_steps=50, weight_decay=0.01,
+    cfg = config or TrainConfig(epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, weight_decay=0.01,
                                 restore_best=False)
     trainer = Trainer(model, lambda m, b: m.loss(b), torch.utils.data.TensorDataset(tr_ids, tr_att), config=cfg)
     history = trainer.fit()
@@ -359,6 +364,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--eval-fraction", type=float, default=0.1, help="last fraction of documents held out")
+    p.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout (default 0)")
 
 
 def _pretrain_run(kind: str):
@@ -369,11 +375,11 @@ def _pretrain_run(kind: str):
             raise ValueError("--data is required: a corpus.jsonl (BEIR) or a .txt file, one document per line")
         texts = read_texts(args.data, args.limit)
         tok_file = Path(args.tokenizer) if args.tokenizer else default_tokenizer_file()
-        cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=1e-3, warmup_steps=50, restore_best=False)
+        cfg = train_config_from_args(args, epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, restore_best=False)
         t0 = time.perf_counter()
         encoder, metrics, history = pretrain_text(kind, texts, tok_file, cfg, seq_len=args.seq_len, hidden=args.hidden,
                                                   layers=args.layers, heads=args.heads,
-                                                  eval_fraction=args.eval_fraction, seed=cfg.seed)
+                                                  eval_fraction=args.eval_fraction, seed=cfg.seed, dropout=args.dropout)
         summary = {"recipe": kind, "out": str(args.out), "documents": len(texts), "epochs": len(history),
                    "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1),
                    **metrics}
