@@ -8,12 +8,12 @@ same positions. ELECTRA's discriminator accuracy is over every real token; its b
 "original" (1 - the fraction of tokens the generator replaced).
 
 Measured (seed 0, dropout 0, one epoch = 1,903 steps of 8 blocks, H=128, 2 layers, lr 2e-3 with 100 warmup steps
-then cosine; 4 min on 2 quiet cores, 8 min beside another job): masked-token accuracy 12.58% vs 4.68% for the most frequent token (".") on the
-same 14,438 positions: 2.69x, NOT the 3x issue #4 asks for. The same recipe over two epochs reached 13.23% (2.83x)
-and was flattening; a 16,000- or 8,000-piece WordPiece vocabulary trained on the corpus, a wider model (H=256, slower from the start) or a
-higher peak rate (5e-3: collapses to always "." ) did not do better. The earlier recipe (batch 32, lr 1e-3,
-dropout 0.1, 476 steps) gave 7.00% (1.50x): smaller batches (more updates for the same tokens) and no dropout
-doubled what the model learns from one pass.
+then cosine; 4 min on 2 quiet cores, 8 min beside another job): masked-token accuracy 12.58% vs 4.68% for the most
+frequent token (".") on the same 14,438 positions: 2.69x, NOT the 3x issue #4 asks for. The same recipe over two
+epochs reached 13.23% (2.83x) and was flattening; a 16,000- or 8,000-piece WordPiece vocabulary trained on the
+corpus, a wider model (H=256, slower from the start) or a higher peak rate (5e-3: collapses to always "." ) did not
+do better. The earlier recipe (batch 32, lr 1e-3, dropout 0.1, 476 steps) gave 7.00% (1.50x): smaller batches (more
+updates for the same tokens) and no dropout doubled what the model learns from one pass.
 ELECTRA with the same one-epoch recipe (generator H=32): discriminator RTD accuracy 86.011% = the always-"original"
 baseline 86.011% (its loss 0.405 is the entropy of the 14.0% replaced rate), generator MLM accuracy 9.73% vs 4.52%;
 so no ELECTRA figure is asserted here yet."""
