@@ -29,13 +29,12 @@ SETTINGS = dict(seq_len=128, hidden=128, layers=2, heads=2)
 
 
 def _run(kind: str) -> dict:
-    from encoderkit.train.recipes.text import default_tokenizer_file, pretrain_text, read_texts
+    from encoderkit.train.recipes.text import PRETRAIN_DEFAULTS, default_tokenizer_file, pretrain_text, read_texts
     from encoderkit.train.trainer import TrainConfig
 
     texts = read_texts(data_path("scifact", "corpus.jsonl"))
     assert len(texts) == 5183
-    cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, weight_decay=0.01, restore_best=False,
-                      progress=False, seed=0)
+    cfg = TrainConfig(**{**PRETRAIN_DEFAULTS, "progress": False, "seed": 0})  # epoch 1, batch 8, lr 2e-3, 100 warmup
     _, metrics, history = pretrain_text(kind, texts, default_tokenizer_file(), cfg, eval_fraction=300 / 5183,
                                         seed=0, **SETTINGS)
     print(f"\n{kind} on SciFact abstracts: " + json.dumps(metrics, indent=1))
@@ -59,8 +58,11 @@ def test_electra_reports_rtd_baseline_on_tiny_text():
     words = "cells protein gene expression tumour growth factor binding receptor signal pathway".split()
     texts = [" ".join(words[(i + j) % len(words)] for j in range(40)) for i in range(24)]
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, warmup_steps=1, restore_best=False, progress=False)
-    _, m, _ = pretrain_text("electra", texts, default_tokenizer_file(), cfg, seq_len=32, hidden=32, layers=1,
-                            heads=2, eval_fraction=0.25)
+    enc, m, _ = pretrain_text("electra", texts, default_tokenizer_file(), cfg, seq_len=32, hidden=32, layers=1,
+                              heads=2, eval_fraction=0.25, dropout=0.05)
+    assert enc.config.dropout == enc.config.attention_dropout == 0.05
+    with pytest.raises(ValueError, match="dropout must be in"):
+        pretrain_text("mlm", texts, default_tokenizer_file(), cfg, dropout=1.0)
     assert 0.0 < m["eval_replaced_fraction"] < 0.3
     assert m["eval_rtd_baseline_accuracy"] == pytest.approx(1 - m["eval_replaced_fraction"])
     assert 0.0 <= m["eval_rtd_accuracy"] <= 1.0 and m["eval_masked_tokens"] > 0

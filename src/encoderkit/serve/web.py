@@ -197,8 +197,7 @@ def _generation(coll: Any) -> int:
 
 def _label(coll: Any) -> str:
     """The collection's name for messages: its folder's name, or a PostgreSQL collection's name."""
-    store_name = getattr(getattr(coll, "store", None), "name", None)
-    return store_name if isinstance(store_name, str) else Path(coll.path).name
+    return coll.path.name if isinstance(coll.path, Path) else coll.store.name
 
 
 def _updated(coll: Any) -> str | None:
