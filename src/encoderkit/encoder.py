@@ -353,8 +353,8 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
 
 
 def _load_run_folder(path: Path, compute: str) -> Any:
-    """A folder written by `encoderkit train`: a DAN gives a text Encoder; image runs (AE, VAE, MAE, ...) give
-    their `train.run.Run`, whose `encode(images)` returns the codes."""
+    """A folder written by `encoderkit train`: a DAN or a pre-trained BERT (mlm, electra) gives a text Encoder;
+    image runs (AE, VAE, MAE, ...) give their `train.run.Run`, whose `encode(images)` returns the codes."""
     from encoderkit.train.run import load_run
 
     run = load_run(path)
@@ -362,6 +362,14 @@ def _load_run_folder(path: Path, compute: str) -> Any:
         from encoderkit.models.dan import load_dan
 
         return load_dan(path).set_compute(compute)
+    if run.info.get("model_type") == "BertModel" and (path / "tokenizer.json").is_file():
+        # `encoderkit train mlm|electra`: the pre-trained BERT (or ELECTRA discriminator), mean-pooled
+        from encoderkit.models.dan import load_tokenizer
+
+        seq_len = int((run.info.get("data") or {}).get("seq_len") or run.model.config.max_position_embeddings)
+        return Encoder(run.model, load_tokenizer(path / "tokenizer.json", max_length=seq_len), pooling="mean",
+                       max_length=seq_len, pad_id=run.model.config.pad_token_id, name=str(path),
+                       config=run.model.config).set_compute(compute)
     if compute != "fp32":
         raise ValueError(f"{path} is a {run.info.get('model_type')} run folder; compute={compute!r} applies to "
                          "transformer encoders only")

@@ -1,7 +1,8 @@
 """The BERT family as one config-driven model: BERT, MiniLM, RoBERTa / XLM-RoBERTa, DistilBERT,
 ELECTRA (discriminator as encoder) and ALBERT. Differences are config fields, not copied classes:
 
-    x   = LN(E_word[ids] + E_pos[pos] + E_type[types])      embeddings (size E)
+    x   = LN(E_word[ids] + E_pos[pos] + E_type[types])      embeddings (size E); with rotary positions
+                                                             (RoFormer) no E_pos: q and k are rotated instead
     x   = x W_proj + b                                       only when E != H (ALBERT, small ELECTRA)
     x_l = post-norm encoder layer(x_{l-1}, padding mask)     l = 1..L (ALBERT: layers reuse shared weights)
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from encoderkit.nn import EncoderLayer, EncoderStack, LearnedPositionalEmbedding, attention_mask_bias
+from encoderkit.nn import EncoderLayer, EncoderStack, LearnedPositionalEmbedding, RotaryEmbedding, attention_mask_bias
 
 
 @dataclass
@@ -33,6 +34,7 @@ class BertConfig:
     num_hidden_groups: int = 1  # ALBERT: groups of shared layers
     inner_group_num: int = 1  # ALBERT: layers inside a group
     share_layers: bool = False  # ALBERT: cross-layer parameter sharing
+    position_embedding_type: str = "absolute"  # "absolute" (learned table) or "rotary" (RoFormer: RoPE on q, k)
     dropout: float = 0.1  # hidden dropout (training only)
     attention_dropout: float = 0.1  # attention-probability dropout (training only)
     model_type: str = "bert"  # the family name in Hugging Face configs
@@ -50,7 +52,10 @@ class BertEmbeddings(nn.Module):
         super().__init__()
         E = cfg.emb_size
         self.word = nn.Embedding(cfg.vocab_size, E, padding_idx=None)
-        self.position = LearnedPositionalEmbedding(cfg.max_position_embeddings, E)
+        if cfg.position_embedding_type not in ("absolute", "rotary"):
+            raise ValueError(f"unknown position_embedding_type {cfg.position_embedding_type!r}; use absolute or rotary")
+        rotary = cfg.position_embedding_type == "rotary"
+        self.position = None if rotary else LearnedPositionalEmbedding(cfg.max_position_embeddings, E)
         self.token_type = nn.Embedding(cfg.type_vocab_size, E) if cfg.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
@@ -68,7 +73,9 @@ class BertEmbeddings(nn.Module):
                 position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if position_ids is None:
             position_ids = self.position_ids(input_ids, attention_mask)
-        x = self.word(input_ids) + self.position(position_ids)  # (B, T, E)
+        x = self.word(input_ids)  # (B, T, E)
+        if self.position is not None:
+            x = x + self.position(position_ids)
         if self.token_type is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
@@ -85,9 +92,13 @@ class BertModel(nn.Module):
         self.config = cfg
         self.embeddings = BertEmbeddings(cfg)
         n_distinct = cfg.num_hidden_groups * cfg.inner_group_num if cfg.share_layers else cfg.num_layers
+        # one rotary module (no weights) shared by every layer when positions are rotary
+        rotary = (RotaryEmbedding(cfg.hidden_size // cfg.num_heads) if cfg.position_embedding_type == "rotary"
+                  else None)
         layers = [
             EncoderLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, act=cfg.hidden_act, norm_first=False,
-                         ln_eps=cfg.layer_norm_eps, dropout=cfg.dropout, attn_dropout=cfg.attention_dropout)
+                         ln_eps=cfg.layer_norm_eps, dropout=cfg.dropout, attn_dropout=cfg.attention_dropout,
+                         rotary=rotary)
             for _ in range(n_distinct)
         ]
         self.encoder = EncoderStack(layers, schedule=self._schedule(cfg))
@@ -114,7 +125,9 @@ class BertModel(nn.Module):
         """input_ids (B, T) -> last hidden states (B, T, H); attention_mask 1 = token, 0 = padding."""
         x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask)  # (B, T, H)
         bias = attention_mask_bias(attention_mask, x.dtype) if attention_mask is not None and not bool(attention_mask.all()) else None
-        return self.encoder(x, bias)
+        if self.config.position_embedding_type == "rotary" and position_ids is None:
+            position_ids = self.embeddings.position_ids(input_ids, attention_mask)
+        return self.encoder(x, bias, position_ids if self.config.position_embedding_type == "rotary" else None)
 
 
 class SequenceClassificationHead(nn.Module):

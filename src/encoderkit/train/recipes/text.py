@@ -206,25 +206,29 @@ PRETRAIN_DEFAULTS = dict(epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, weig
 
 
 def small_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2, seq_len: int = 128,
-                      embedding_size: int | None = None, dropout: float = 0.0):
-    """A small BERT for CPU pre-training (4x feed-forward; `dropout` for hidden states and attention)."""
+                      embedding_size: int | None = None, dropout: float = 0.0, positions: str = "absolute"):
+    """A small BERT for CPU pre-training (4x feed-forward; `dropout` for hidden states and attention;
+    `positions` "absolute" = a learned table, "rotary" = RoPE on queries and keys, as RoFormer)."""
     from encoderkit.models.bert import BertConfig
 
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     return BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
                       intermediate_size=4 * hidden, max_position_embeddings=seq_len, embedding_size=embedding_size,
-                      dropout=dropout, attention_dropout=dropout)
+                      dropout=dropout, attention_dropout=dropout, position_embedding_type=positions)
 
 
 def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, config=None, *, seq_len: int = 128,
-                  hidden: int = 128, layers: int = 2, heads: int = 2, generator_fraction: float = 0.25,
-                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0
+                  hidden: int = 128, layers: int = 4, heads: int = 4, generator_fraction: float = 0.25,
+                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0, positions: str = "rotary"
                   ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Pre-train a small BERT with "mlm" or "electra" on texts; returns (the encoder to keep: the BERT or
     the ELECTRA discriminator, held-out metrics, training history). The last eval_fraction of the
     documents is held out. Dropout defaults to 0: a model this small, trained for an epoch or two, underfits
-    rather than overfits, so dropout only slows it down."""
+    rather than overfits, so dropout only slows it down. Positions default to rotary: a learned absolute
+    table starts from noise and takes most of a short run to become useful, while RoPE gives every layer
+    relative offsets from the first step (SciFact, one epoch: 4 rotary layers 15.85% masked-token accuracy;
+    absolute positions 12.58% with 2 layers and a collapse to always "." with 4; tests/test_text_pretraining.py)."""
     from tokenizers import Tokenizer
 
     from encoderkit.models.bert import BertModel
@@ -242,14 +246,14 @@ def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, confi
     masker = _Masker(tok, seed)
     V = tok.get_vocab_size()
     torch.manual_seed(seed)
-    cfg_d = small_bert_config(V, hidden, layers, heads, seq_len, dropout=dropout)
+    cfg_d = small_bert_config(V, hidden, layers, heads, seq_len, dropout=dropout, positions=positions)
     if kind == "mlm":
         encoder = BertModel(cfg_d)
         model: nn.Module = MLMTrainable(encoder, masker)
     else:  # generator: 1/4 of the discriminator's width, same embeddings (ELECTRA section 3.2)
         g_hidden = max(heads * 8, int(hidden * generator_fraction))
         cfg_g = small_bert_config(V, g_hidden, layers, max(1, heads // 2), seq_len, embedding_size=hidden,
-                                  dropout=dropout)
+                                  dropout=dropout, positions=positions)
         cfg_g.intermediate_size = 4 * g_hidden
         encoder = BertModel(cfg_d)
         model = ElectraTrainable(BertModel(cfg_g), encoder, masker)
@@ -366,8 +370,10 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer.json (default: the packaged all-MiniLM-L6-v2's)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per block, [CLS] and [SEP] included")
     p.add_argument("--hidden", type=int, default=128, help="hidden size of the (discriminator) BERT")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--positions", choices=("rotary", "absolute"), default="rotary",
+                   help="rotary (RoPE on queries and keys, default) or absolute (a learned table, as BERT)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="last fraction of documents held out")
     p.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout (default 0)")
 
@@ -384,7 +390,8 @@ def _pretrain_run(kind: str):
         t0 = time.perf_counter()
         encoder, metrics, history = pretrain_text(kind, texts, tok_file, cfg, seq_len=args.seq_len, hidden=args.hidden,
                                                   layers=args.layers, heads=args.heads,
-                                                  eval_fraction=args.eval_fraction, seed=cfg.seed, dropout=args.dropout)
+                                                  eval_fraction=args.eval_fraction, seed=cfg.seed, dropout=args.dropout,
+                                                  positions=args.positions)
         summary = {"recipe": kind, "out": str(args.out), "documents": len(texts), "epochs": len(history),
                    "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1),
                    **metrics}
