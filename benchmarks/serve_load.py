@@ -67,30 +67,84 @@ class Server:
         return 0.0
 
 
-async def load(url: str, model: str, clients: int, seconds: float, warmup: float = 2.0) -> dict:
-    """`clients` concurrent closed-loop clients for `seconds`; latency of the requests after warm-up."""
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams. It spends a small fraction of httpx's CPU per
+    request, so on a small machine the load generator takes less of the cores the server is measured on
+    (what wrk or hey do in C)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        length = None
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"response without Content-Length: {status_line!r}")
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def load(url: str, model: str, clients: int, seconds: float, warmup: float = 2.0, http: str = "raw") -> dict:
+    """`clients` concurrent closed-loop clients for `seconds`; latency of the requests after warm-up. `http`:
+    "raw" (RawConnection, one keep-alive connection per client) or "httpx" (httpx.AsyncClient)."""
     lat: list[float] = []
     errors = 0
+    # request bodies made before the clock starts: the load generator's own CPU stays off the measurement
+    bodies = [json.dumps({"model": model, "input": short_text(i), "encoding_format": "base64"})
+              for i in range(int(400 * (seconds + warmup)))]
     counter = iter(range(10**9))
     t_start = time.perf_counter()
     t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+    host, port = url.removeprefix("http://").rsplit(":", 1)
 
-    async def client(c: httpx.AsyncClient) -> None:
+    async def client(post) -> None:
         nonlocal errors
         while True:
             t0 = time.perf_counter()
             if t0 >= t_end:
                 return
-            r = await c.post("/v1/embeddings", json={"model": model, "input": short_text(next(counter)),
-                                                     "encoding_format": "base64"})
+            status = await post(bodies[next(counter) % len(bodies)])
             t1 = time.perf_counter()
-            if r.status_code != 200:
+            if status != 200:
                 errors += 1
             elif t0 >= t_measure:
                 lat.append(t1 - t0)
 
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
-        await asyncio.gather(*[client(c) for _ in range(clients)])
+    if http == "raw":
+        conns = [RawConnection(host, int(port)) for _ in range(clients)]
+
+        def poster(conn: RawConnection):
+            async def post(body: str) -> int:
+                return (await conn.post("/v1/embeddings", body.encode()))[0]
+            return post
+        try:
+            await asyncio.gather(*[client(poster(conn)) for conn in conns])
+        finally:
+            for conn in conns:
+                await conn.close()
+    else:
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
+            async def post(body: str) -> int:
+                return (await c.post("/v1/embeddings", content=body,
+                                     headers={"content-type": "application/json"})).status_code
+            await asyncio.gather(*[client(post) for _ in range(clients)])
     arr = np.array(lat) * 1000
     return {"clients": clients, "requests": len(lat), "errors": errors, "rps": len(lat) / seconds,
             "p50_ms": float(np.percentile(arr, 50)) if len(arr) else None,
@@ -136,24 +190,40 @@ def forward_ceiling(model: str, batch: int, threads: int | None, reps: int = 5) 
     return {"ms_per_text_alone": one * 1000, f"ms_per_text_in_batch_{batch}": many * 1000, "ceiling_ratio": one / many}
 
 
+def _run(coro):
+    """asyncio.run on uvloop when it is installed (a lighter load generator), else the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per configuration")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in the server (default: its choice)")
+    ap.add_argument("--http", choices=("raw", "httpx"), default="raw",
+                    help="load generator's HTTP client: raw asyncio streams (light) or httpx")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    out: dict = {"model": args.model, "cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
+    import importlib.util
+
+    stack = {m: importlib.util.find_spec(m) is not None for m in ("httptools", "uvloop")}
+    out: dict = {"model": args.model, "http_client": args.http,
+                 "server_stack": ("httptools" if stack["httptools"] else "h11") + " + "
+                 + ("uvloop" if stack["uvloop"] else "asyncio"), "cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
     out["forward_only"] = forward_ceiling(args.model, args.clients, args.threads)
     with Server(args.model, [], args.threads) as srv:
         out["single"] = single_latency(srv.url, args.model)
         n0, s0 = srv.metric("encoderkit_batch_requests_count"), srv.metric("encoderkit_batch_requests_sum")
-        out["batched"] = asyncio.run(load(srv.url, args.model, args.clients, args.seconds))
+        out["batched"] = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http))
         n = srv.metric("encoderkit_batch_requests_count") - n0
         out["batched"]["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") - s0) / n if n else None
     with Server(args.model, ["--no-batching"], args.threads) as srv:
-        out["one_at_a_time"] = asyncio.run(load(srv.url, args.model, args.clients, args.seconds))
+        out["one_at_a_time"] = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http))
     b, o = out["batched"], out["one_at_a_time"]
     out["throughput_ratio"] = b["rps"] / o["rps"] if o["rps"] else None
     if args.json:
@@ -161,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
     print(f"model {args.model}, {out['cpus']} CPUs, load average {out['load_avg_1m']:.1f}, {args.clients} clients, "
-          f"{args.seconds:.0f} s each")
+          f"{args.seconds:.0f} s each, {args.http} HTTP client, uvicorn on {out['server_stack']}")
     print(f"{'':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, r in (("dynamic batch", b), ("one at a time", o)):
         print(f"{name:<16}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
