@@ -19,7 +19,12 @@ The learned table starts from noise and takes most of a short run to tell positi
 copy-the-neighbour task neither it nor transformers' BertForMaskedLM of that size left chance in 900 steps);
 RoPE gives relative offsets from the first step and lets the deeper model train. Also tried (absolute positions,
 no better): batch 16 / lr 3e-3, lr 5e-3 (collapse), H=256, a corpus-trained 8k / 16k WordPiece vocabulary.
-ELECTRA_FIGURES
+ELECTRA, same one-epoch recipe and discriminator (generator H=32, lambda 50): generator MLM accuracy 15.01% (most
+frequent token 4.52%); discriminator replaced-token accuracy 86.42% = its always-"original" baseline 86.42% (loss
+0.396 = the entropy of the 13.6% replaced rate: it has not learned to spot the generator's plausible samples in
+one epoch; lr 1e-3 and 5e-4 gave the same). With the samples flattened to uniform (random vocabulary pieces) the
+same discriminator learns at once (test below: 93.6% vs 85.2% after 300 steps), so the objective and its
+plumbing work, and the real task needs more steps than one SciFact epoch.
 """
 from __future__ import annotations
 
@@ -52,6 +57,24 @@ def test_mlm_beats_most_frequent_token():
     base = m["eval_most_frequent_token_accuracy"]
     assert 0.01 < base < 0.10, m  # the commonest token ("." or "the") at the selected positions
     assert m["eval_mlm_accuracy"] >= 3.0 * base, m  # measured 3.39x (15.85% vs 4.68%)
+
+
+@pytest.mark.slow
+def test_electra_discriminator_learns_to_spot_replacements():
+    """The ELECTRA discriminator on SciFact blocks with the generator's samples flattened to uniform
+    (temperature 1e4): a replaced token is then a random vocabulary piece, and after ~300 steps the
+    discriminator must beat always-"original" clearly on held-out blocks (measured 93.6% vs 85.2%)."""
+    from encoderkit.train.recipes.text import default_tokenizer_file, pretrain_text, read_texts
+    from encoderkit.train.trainer import TrainConfig
+
+    texts = read_texts(data_path("scifact", "corpus.jsonl"))[:1000]
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, weight_decay=0.01, restore_best=False,
+                      progress=False, seed=0)
+    _, m, history = pretrain_text("electra", texts, default_tokenizer_file(), cfg, eval_fraction=0.1, seed=0,
+                                  generator_temperature=1e4, **SETTINGS)
+    print("\nELECTRA, uniform replacements: " + json.dumps(m, indent=1))
+    assert 0.10 < m["eval_replaced_fraction"] < 0.16, m  # ~15% selected, nearly all replaced by a random piece
+    assert m["eval_rtd_accuracy"] >= m["eval_rtd_baseline_accuracy"] + 0.04, m
 
 
 def test_electra_reports_rtd_baseline_on_tiny_text():

@@ -141,12 +141,14 @@ class MLMTrainable(nn.Module):
 class ElectraTrainable(nn.Module):
     """ELECTRA (generator + discriminator, shared embeddings, lambda = 50) for the Trainer."""
 
-    def __init__(self, generator_encoder: nn.Module, discriminator: nn.Module, masker: _Masker, rtd_weight: float = 50.0):
+    def __init__(self, generator_encoder: nn.Module, discriminator: nn.Module, masker: _Masker, rtd_weight: float = 50.0,
+                 temperature: float = 1.0):
         super().__init__()
         from encoderkit.objectives.mlm import MaskedLanguageModel
         from encoderkit.objectives.rtd import Electra
 
-        self.electra = Electra(MaskedLanguageModel(generator_encoder), discriminator, rtd_weight=rtd_weight)
+        self.electra = Electra(MaskedLanguageModel(generator_encoder), discriminator, rtd_weight=rtd_weight,
+                               temperature=temperature)
         self.masker = masker
 
     def loss(self, batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -220,15 +222,17 @@ def small_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads
 
 def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, config=None, *, seq_len: int = 128,
                   hidden: int = 128, layers: int = 4, heads: int = 4, generator_fraction: float = 0.25,
-                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0, positions: str = "rotary"
-                  ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0, positions: str = "rotary",
+                  generator_temperature: float = 1.0) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Pre-train a small BERT with "mlm" or "electra" on texts; returns (the encoder to keep: the BERT or
     the ELECTRA discriminator, held-out metrics, training history). The last eval_fraction of the
     documents is held out. Dropout defaults to 0: a model this small, trained for an epoch or two, underfits
     rather than overfits, so dropout only slows it down. Positions default to rotary: a learned absolute
     table starts from noise and takes most of a short run to become useful, while RoPE gives every layer
     relative offsets from the first step (SciFact, one epoch: 4 rotary layers 15.85% masked-token accuracy;
-    absolute positions 12.58% with 2 layers and a collapse to always "." with 4; tests/test_text_pretraining.py)."""
+    absolute positions 12.58% with 2 layers and a collapse to always "." with 4; tests/test_text_pretraining.py).
+    ELECTRA samples replacements from softmax(generator logits / generator_temperature); a very high
+    temperature makes them uniform over the vocabulary (a control)."""
     from tokenizers import Tokenizer
 
     from encoderkit.models.bert import BertModel
@@ -256,7 +260,7 @@ def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, confi
                                   dropout=dropout, positions=positions)
         cfg_g.intermediate_size = 4 * g_hidden
         encoder = BertModel(cfg_d)
-        model = ElectraTrainable(BertModel(cfg_g), encoder, masker)
+        model = ElectraTrainable(BertModel(cfg_g), encoder, masker, temperature=generator_temperature)
     init_bert_weights(model)
     cfg = config or TrainConfig(**PRETRAIN_DEFAULTS)
     trainer = Trainer(model, lambda m, b: m.loss(b), torch.utils.data.TensorDataset(tr_ids, tr_att), config=cfg)
