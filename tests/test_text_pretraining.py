@@ -153,3 +153,16 @@ def test_cli_mlm_run_is_a_text_encoder(tmp_path, capsys):
         with torch.no_grad():
             expect = model(ids, torch.ones_like(ids)).mean(1)[0].numpy()
         assert np.allclose(v, expect, atol=1e-5)
+
+
+def test_rotary_bert_is_not_written_as_a_hugging_face_bert():
+    """Fast: transformers' BERT has no rotary positions, so writing one as a BERT checkpoint is refused instead of
+    producing a folder that loads with a random position table."""
+    from encoderkit.checkpoints.bert_family import bert_to_hf_config
+    from encoderkit.checkpoints.weights import CheckpointError
+    from encoderkit.train.recipes.text import small_bert_config
+
+    absolute = small_bert_config(100, hidden=32, positions="absolute")
+    assert bert_to_hf_config(absolute)["position_embedding_type"] == "absolute"
+    with pytest.raises(CheckpointError, match="rotary positions has no Hugging Face bert equivalent"):
+        bert_to_hf_config(small_bert_config(100, hidden=32, positions="rotary"))

@@ -111,6 +111,10 @@ def classifier_key_map(cfg: BertConfig, prefix: str) -> tuple[dict, str]:
 
 def bert_to_hf_config(cfg: BertConfig) -> dict:
     """BertConfig -> a config.json that transformers' AutoModel builds the same network from."""
+    if cfg.position_embedding_type != "absolute":
+        raise CheckpointError(f"a BERT with {cfg.position_embedding_type} positions has no Hugging Face {cfg.model_type} "
+                              "equivalent (its config only knows a learned position table); keep it as an encoderkit "
+                              "run folder, which encoderkit.load opens")
     if cfg.model_type == "distilbert":
         d = {"model_type": "distilbert", "architectures": ["DistilBertModel"], "vocab_size": cfg.vocab_size,
              "dim": cfg.hidden_size, "n_layers": cfg.num_layers, "n_heads": cfg.num_heads,
