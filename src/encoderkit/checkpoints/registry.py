@@ -40,9 +40,15 @@ def register(model_types: tuple[str, ...] | str, family: Family) -> None:
 
 
 def _ensure_registered() -> None:
-    # Each family module registers itself on import.
-    from encoderkit.checkpoints import bert_family  # noqa: F401
-    from encoderkit.checkpoints import audio_family, clip_family, deberta_family, vision_family  # noqa: F401
+    """Import every checkpoints/*_family.py module; each registers its families on import."""
+    import importlib
+    import pkgutil
+
+    import encoderkit.checkpoints as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.endswith("_family"):
+            importlib.import_module(f"encoderkit.checkpoints.{mod.name}")
 
 
 def family_for(model_type: str | None, where: str = "config.json") -> Family:

@@ -40,9 +40,19 @@ class BertConfig:
     model_type: str = "bert"  # the family name in Hugging Face configs
     extra: dict = field(default_factory=dict)  # config fields kept for writing the checkpoint back
 
+    def __post_init__(self) -> None:
+        if self.position_embedding_type not in ("absolute", "rotary"):
+            raise ValueError(f"unknown position_embedding_type {self.position_embedding_type!r}; "
+                             "use absolute or rotary")
+
     @property
     def emb_size(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    @property
+    def rotary(self) -> bool:
+        """Positions enter as RoPE rotations of q and k (no learned position table)."""
+        return self.position_embedding_type == "rotary"
 
 
 class BertEmbeddings(nn.Module):
@@ -52,10 +62,7 @@ class BertEmbeddings(nn.Module):
         super().__init__()
         E = cfg.emb_size
         self.word = nn.Embedding(cfg.vocab_size, E, padding_idx=None)
-        if cfg.position_embedding_type not in ("absolute", "rotary"):
-            raise ValueError(f"unknown position_embedding_type {cfg.position_embedding_type!r}; use absolute or rotary")
-        rotary = cfg.position_embedding_type == "rotary"
-        self.position = None if rotary else LearnedPositionalEmbedding(cfg.max_position_embeddings, E)
+        self.position = None if cfg.rotary else LearnedPositionalEmbedding(cfg.max_position_embeddings, E)
         self.token_type = nn.Embedding(cfg.type_vocab_size, E) if cfg.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
@@ -93,8 +100,7 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         n_distinct = cfg.num_hidden_groups * cfg.inner_group_num if cfg.share_layers else cfg.num_layers
         # one rotary module (no weights) shared by every layer when positions are rotary
-        rotary = (RotaryEmbedding(cfg.hidden_size // cfg.num_heads) if cfg.position_embedding_type == "rotary"
-                  else None)
+        rotary = RotaryEmbedding(cfg.hidden_size // cfg.num_heads) if cfg.rotary else None
         layers = [
             EncoderLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, act=cfg.hidden_act, norm_first=False,
                          ln_eps=cfg.layer_norm_eps, dropout=cfg.dropout, attn_dropout=cfg.attention_dropout,
@@ -123,11 +129,11 @@ class BertModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> last hidden states (B, T, H); attention_mask 1 = token, 0 = padding."""
+        if position_ids is None:
+            position_ids = self.embeddings.position_ids(input_ids, attention_mask)  # (B, T)
         x = self.embeddings(input_ids, token_type_ids, position_ids, attention_mask)  # (B, T, H)
         bias = attention_mask_bias(attention_mask, x.dtype) if attention_mask is not None and not bool(attention_mask.all()) else None
-        if self.config.position_embedding_type == "rotary" and position_ids is None:
-            position_ids = self.embeddings.position_ids(input_ids, attention_mask)
-        return self.encoder(x, bias, position_ids if self.config.position_embedding_type == "rotary" else None)
+        return self.encoder(x, bias, position_ids if self.config.rotary else None)
 
 
 class SequenceClassificationHead(nn.Module):

@@ -57,6 +57,23 @@ class FeedForward(nn.Module):
         return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
+class GatedFeedForward(nn.Module):
+    """Gated FFN (Shazeer, 2020): FFN(x) = (act(x W_gate) * (x W_up)) W_down. act = gelu: GeGLU (T5 v1.1,
+    ModernBERT, Gemma); act = silu: SwiGLU (Llama, Qwen, NomicBERT). W_gate and W_up are one fused
+    projection `wi` of width 2 d_ff, gate half first."""
+
+    def __init__(self, d_model: int, d_ff: int, act: str = "silu", dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        self.wi = nn.Linear(d_model, 2 * d_ff, bias=bias)  # [W_gate; W_up]
+        self.wo = nn.Linear(d_ff, d_model, bias=bias)  # W_down
+        self.act = activation(act)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.wi(x).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
+        return self.wo(self.drop(self.act(gate) * up))
+
+
 class EncoderLayer(nn.Module):
     """One Transformer encoder layer.
     post-norm (BERT):      H = LN(X + Attn(X));   Z = LN(H + FFN(H))

@@ -9,12 +9,13 @@ POOLING_MODES = ("cls", "mean", "max", "last", "weighted_mean", "mean_sqrt_len")
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """Pool hidden states over the real (mask = 1) tokens.
-    cls: first token; mean: sum / count; max: elementwise max; last: last real token;
+    cls: first token (first real token when left-padded); mean: sum / count; max: elementwise max; last: last real token;
     weighted_mean: position-weighted mean (weight = position index + 1, SGPT);
     mean_sqrt_len: sum / sqrt(count)."""
     m = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
     if mode == "cls":
-        return hidden[:, 0]
+        first = mask.long().argmax(1)  # (B,) 0 unless left-padded
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
     if mode in ("mean", "mean_sqrt_len"):
         total = (hidden * m).sum(1)  # (B, H)
         count = m.sum(1).clamp(min=1e-9)  # (B, 1)
@@ -22,8 +23,10 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.
     if mode == "max":
         return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(1).values
     if mode == "last":
-        last = mask.long().sum(1) - 1  # (B,) assumes right padding
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)]
+        # index of the last real token, whichever side the padding is on
+        T = mask.shape[1]
+        last = T - 1 - mask.long().flip(1).argmax(1)  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     if mode == "weighted_mean":
         w = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)[None, :, None] * m
         return (hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)

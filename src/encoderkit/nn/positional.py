@@ -38,26 +38,56 @@ class LearnedPositionalEmbedding(nn.Embedding):
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE: rotate each (x_i, x_{i+d/2}) pair of q and k by angle pos * base^(-2i/d), so q.k depends on
-    the relative offset only. `apply(q, k, position_ids)` takes (B, heads, T, d_k) tensors."""
+    """RoPE (Su et al.): rotate pairs of q and k features by angle pos * base^(-2i/r), so q.k depends on the
+    relative offset only. `apply(q, k, position_ids)` takes (B, heads, T, d_k) tensors.
+    Options that checkpoints differ in:
+      base        theta (10,000 BERT-style; 1e6 Qwen3; 160,000 ModernBERT's global layers)
+      rotary_dim  rotate only the first r features of each head, pass the rest through (partial rotary)
+      interleaved pairs are (x_0, x_1), (x_2, x_3), ... (GPT-J layout) instead of (x_i, x_{i+r/2}) (GPT-NeoX
+                  / Llama half-split layout)
+      scaling     linear position interpolation: angles use pos / scaling"""
 
-    def __init__(self, d_k: int, base: float = 10000.0):
+    def __init__(self, d_k: int, base: float = 10000.0, rotary_dim: int | None = None, interleaved: bool = False,
+                 scaling: float = 1.0):
         super().__init__()
-        if d_k % 2:
-            raise ValueError(f"rotary embeddings need an even head size, got d_k={d_k}")
-        inv_freq = 1.0 / (base ** (torch.arange(0, d_k, 2, dtype=torch.float32) / d_k))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        r = d_k if rotary_dim is None else rotary_dim
+        if r % 2 or not 0 < r <= d_k:
+            raise ValueError(f"rotary embeddings need an even rotary_dim in 1..d_k={d_k}, got {r}")
+        inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))  # (r/2,)
+        self.register_buffer("inv_freq", inv_freq / scaling, persistent=False)
+        self.rotary_dim, self.interleaved = r, interleaved
 
     @staticmethod
     def _rotate_half(x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((-x2, x1), dim=-1)
 
+    @staticmethod
+    def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((-x2, x1), dim=-1).flatten(-2)
+
+    def cos_sin(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of every (position, feature) angle, shape (B, 1, T, rotary_dim)."""
+        angles = position_ids.float()[..., None] * self.inv_freq  # (B, T, r/2)
+        if self.interleaved:
+            angles = angles.repeat_interleave(2, dim=-1)  # (B, T, r): theta_0, theta_0, theta_1, theta_1, ...
+        else:
+            angles = torch.cat((angles, angles), dim=-1)  # (B, T, r): theta_0 .. theta_{r/2-1}, twice
+        angles = angles[:, None]  # (B, 1, T, r)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (B, heads, T, d_k) rotated in its first rotary_dim features."""
+        r = self.rotary_dim
+        rot, rest = (x, None) if r == x.shape[-1] else (x[..., :r], x[..., r:])
+        turn = self._rotate_pairs(rot) if self.interleaved else self._rotate_half(rot)
+        out = rot * cos + turn * sin
+        return out if rest is None else torch.cat((out, rest), dim=-1)
+
     def apply(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = position_ids.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # (B, T, d_k/2)
-        angles = torch.cat((angles, angles), dim=-1)[:, None]  # (B, 1, T, d_k)
-        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
-        return q * cos + self._rotate_half(q) * sin, k * cos + self._rotate_half(k) * sin
+        cos, sin = self.cos_sin(position_ids, q.dtype)
+        return self.rotate(q, cos, sin), self.rotate(k, cos, sin)
 
 
 def t5_relative_bucket(relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32,

@@ -205,6 +205,8 @@ def most_frequent_token(ids: torch.Tensor, att: torch.Tensor, special: list[int]
 # The pre-training recipe's optimisation defaults (pretrain_text and `encoderkit train mlm|electra`): small
 # batches give a tiny model more updates for the same tokens (SciFact figures in tests/test_text_pretraining.py).
 PRETRAIN_DEFAULTS = dict(epochs=1, batch_size=8, lr=2e-3, warmup_steps=100, weight_decay=0.01, restore_best=False)
+# ... and its model: rotary positions let 4 layers train where a learned position table collapses (same figures)
+PRETRAIN_MODEL = dict(seq_len=128, hidden=128, layers=4, heads=4, positions="rotary")
 
 
 def small_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2, seq_len: int = 128,
@@ -220,10 +222,12 @@ def small_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads
                       dropout=dropout, attention_dropout=dropout, position_embedding_type=positions)
 
 
-def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, config=None, *, seq_len: int = 128,
-                  hidden: int = 128, layers: int = 4, heads: int = 4, generator_fraction: float = 0.25,
-                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0, positions: str = "rotary",
-                  generator_temperature: float = 1.0) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+def pretrain_text(kind: str, texts: list[str], tokenizer_file: str | Path, config=None, *,
+                  seq_len: int = PRETRAIN_MODEL["seq_len"], hidden: int = PRETRAIN_MODEL["hidden"],
+                  layers: int = PRETRAIN_MODEL["layers"], heads: int = PRETRAIN_MODEL["heads"],
+                  positions: str = PRETRAIN_MODEL["positions"], generator_fraction: float = 0.25,
+                  eval_fraction: float = 0.1, seed: int = 0, dropout: float = 0.0, generator_temperature: float = 1.0
+                  ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Pre-train a small BERT with "mlm" or "electra" on texts; returns (the encoder to keep: the BERT or
     the ELECTRA discriminator, held-out metrics, training history). The last eval_fraction of the
     documents is held out. Dropout defaults to 0: a model this small, trained for an epoch or two, underfits
@@ -372,11 +376,13 @@ def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temper
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.add_argument("--tokenizer", help="tokenizer.json (default: the packaged all-MiniLM-L6-v2's)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per block, [CLS] and [SEP] included")
-    p.add_argument("--hidden", type=int, default=128, help="hidden size of the (discriminator) BERT")
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--positions", choices=("rotary", "absolute"), default="rotary",
+    p.add_argument("--seq-len", type=int, default=PRETRAIN_MODEL["seq_len"],
+                   help="tokens per block, [CLS] and [SEP] included")
+    p.add_argument("--hidden", type=int, default=PRETRAIN_MODEL["hidden"],
+                   help="hidden size of the (discriminator) BERT")
+    p.add_argument("--layers", type=int, default=PRETRAIN_MODEL["layers"])
+    p.add_argument("--heads", type=int, default=PRETRAIN_MODEL["heads"])
+    p.add_argument("--positions", choices=("rotary", "absolute"), default=PRETRAIN_MODEL["positions"],
                    help="rotary (RoPE on queries and keys, default) or absolute (a learned table, as BERT)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="last fraction of documents held out")
     p.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout (default 0)")
