@@ -4,7 +4,7 @@ average of random token embeddings) and all-MiniLM-L6-v2's published 0.8203.
 
     python examples/dan_sts.py --data ../shared/data/stsbenchmark --out runs/dan
 
-Prints one JSON line of figures; the run folder loads with `encoderkit.load(out)` / `models.dan.load_dan`."""
+Prints one JSON line of figures; the run folder loads with `encoderkit.load(out)` / `train.recipes.dan.load_dan`."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from encoderkit.evaluate.sts import evaluate_sts, load_sts, spearman
-from encoderkit.models.dan import DAN, DANConfig, dan_encoder, load_tokenizer, save_dan, train_dan
+from encoderkit.models.dan import DAN, DANConfig
+from encoderkit.train.recipes.dan import dan_encoder, load_tokenizer, save_dan, train_dan
 
 MINILM_STSB_TEST = 0.8203  # MTEB's figure for all-MiniLM-L6-v2, reproduced by tests/test_sts.py
 

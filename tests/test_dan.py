@@ -1,4 +1,4 @@
-"""Deep averaging network (models/dan.py): the average is mask-aware and leaves special tokens out, word dropout
+"""Deep averaging network (models/dan.py, train/recipes/dan.py): the average is mask-aware and leaves special tokens out, word dropout
 only acts in training, the Encoder API and the run folder round-trip; (slow) contrastive training on STS-B
 train pairs beats the bag-of-random-embeddings baseline on STS-B test."""
 from __future__ import annotations
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import data_path
-from encoderkit.models.dan import DAN, DANConfig, dan_encoder, load_dan, load_tokenizer, save_dan, train_dan
+from encoderkit.models.dan import DAN, DANConfig
+from encoderkit.train.recipes.dan import dan_encoder, load_dan, load_tokenizer, save_dan, train_dan
 
 
 def _tiny(**kw) -> DAN:

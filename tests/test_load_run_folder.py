@@ -8,7 +8,8 @@ import torch
 
 import encoderkit
 from encoderkit.models.autoencoder import AEConfig, Autoencoder
-from encoderkit.models.dan import DAN, DANConfig, dan_encoder, load_tokenizer, save_dan
+from encoderkit.models.dan import DAN, DANConfig
+from encoderkit.train.recipes.dan import dan_encoder, load_tokenizer, save_dan
 from encoderkit.train.run import is_run_folder, save_run
 
 

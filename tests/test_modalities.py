@@ -228,7 +228,7 @@ def test_pca_encoder_equals_scikit_learn_on_mnist():
 
     from conftest import data_path
     from encoderkit.datasets.mnist import load_mnist
-    from encoderkit.models.linear import pca_encoder
+    from encoderkit.baselines import pca_encoder
 
     images, _ = load_mnist(data_path("mnist"))
     x = images[:2000].reshape(2000, -1).astype(np.float64) / 255.0
@@ -243,7 +243,7 @@ def test_pca_encoder_equals_scikit_learn_on_mnist():
 
 
 def test_one_hot_and_embedding_lookup_encoders():
-    from encoderkit.models.linear import embedding_encoder, one_hot_encoder
+    from encoderkit.baselines import embedding_encoder, one_hot_encoder
 
     oh = one_hot_encoder(["red", "green", "blue"])
     assert (oh.encode(["blue", "red"]) == np.array([[0, 0, 1], [1, 0, 0]], np.float32)).all()

@@ -92,6 +92,15 @@ def test_resnet_matches_transformers(tmp_path, layer_type):
     with torch.no_grad():
         out = ref(pixel_values=x)
         feats = enc.model.features(x)
-        pooled = enc.model(pixel_values=x)
+        tokens = enc.model(pixel_values=x)  # the backbone contract: hidden states, the final map's positions
     assert (feats - out.last_hidden_state).abs().max().item() <= 1e-5
-    assert (pooled - out.pooler_output.flatten(1)).abs().max().item() <= 1e-5
+    assert tokens.shape == (2, 16, 32)  # 64 px / 16 (stem 4, two strided stages) = 4x4 positions
+    assert (tokens - out.last_hidden_state.flatten(2).transpose(1, 2)).abs().max().item() <= 1e-5
+    # the Encoder's mean pooling is the global average pool: encode(images) = pooler_output, preprocessing included
+    images = list(np.random.default_rng(0).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8))
+    pixels = enc.processor.collate(enc.processor.prepare(images))["pixel_values"]
+    with torch.no_grad():
+        want = ref(pixel_values=pixels).pooler_output.flatten(1).numpy()
+    got = enc.encode(images, batch_size=2)
+    assert enc.pooling == "mean" and got.shape == want.shape == (3, 32)
+    assert np.abs(got - want).max() <= 1e-5

@@ -161,4 +161,4 @@ register("swin", Family("Swin", parse_swin_config, SwinModel, swin_key_map, "emb
                         swin_to_hf_config, modality="image", ignore_prefixes=("classifier.",), make_processor=image_processor))
 register("resnet", Family("ResNet", parse_resnet_config, ResNetModel, resnet_key_map,
                           "embedder.embedder.convolution.weight", resnet_to_hf_config, modality="image",
-                          ignore_prefixes=("classifier.",), make_processor=image_processor))
+                          pooling="mean", ignore_prefixes=("classifier.",), make_processor=image_processor))

@@ -4,7 +4,8 @@
     one-hot:    z = e_id                     one dimension per category
     lookup:     z = E[id]                    a learned (or given) embedding table
 
-Each is a torch module whose forward returns pooled vectors (B, D), so `Encoder` batches them like any model."""
+Each is a torch module whose forward returns pooled vectors (B, D), so `Encoder` batches them like any model
+(wrapped in KeyedInput; encoderkit/baselines.py builds those Encoders)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,38 +88,8 @@ class EmbeddingLookup(nn.Module):
         return self.table(ids)
 
 
-def pca_encoder(data, n_components: int):
-    """An Encoder whose encode(rows) returns the PCA projection fitted on `data` (N, F)."""
-    from encoderkit.encoder import Encoder
-    from encoderkit.processors.tabular import VectorProcessor
-
-    x = torch.as_tensor(data, dtype=torch.float64).reshape(len(data), -1)
-    model = PCA(x.shape[1], n_components).fit(x)
-    return Encoder(_Kw(model, "x"), processor=VectorProcessor(x.shape[1]), embedding_dim=n_components, name="pca")
-
-
-def one_hot_encoder(vocabulary, unknown: str | None = None):
-    """An Encoder mapping category names to one-hot vectors."""
-    from encoderkit.encoder import Encoder
-    from encoderkit.processors.tabular import CategoryProcessor
-
-    proc = CategoryProcessor(vocabulary, unknown)
-    return Encoder(_Kw(OneHot(len(proc.vocabulary)), "ids"), processor=proc, embedding_dim=len(proc.vocabulary),
-                   name="one-hot")
-
-
-def embedding_encoder(vocabulary, dim: int, weight=None, unknown: str | None = None):
-    """An Encoder mapping category names to rows of an embedding table (given, or randomly initialised to train)."""
-    from encoderkit.encoder import Encoder
-    from encoderkit.processors.tabular import CategoryProcessor
-
-    proc = CategoryProcessor(vocabulary, unknown)
-    model = EmbeddingLookup(len(proc.vocabulary), dim, None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
-    return Encoder(_Kw(model, "ids"), processor=proc, embedding_dim=dim, name="embedding")
-
-
-class _Kw(nn.Module):
-    """Adapter: Encoder calls model(**batch); these modules take one tensor."""
+class KeyedInput(nn.Module):
+    """Adapter: Encoder calls model(**batch); the modules above take one tensor, batch[key]."""
 
     def __init__(self, inner: nn.Module, key: str):
         super().__init__()

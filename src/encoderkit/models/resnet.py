@@ -6,7 +6,9 @@
     stages: the first block of each stage (but the first) halves the resolution; shortcut = conv1x1-BN when
             the shape changes.
 
-forward(pixel_values) returns the globally average-pooled features (B, C); `features()` the last map."""
+forward(pixel_values) returns the last feature map as hidden states (B, h*w, C), one token per position, like
+every backbone; the Encoder's mean pooling over them is the global average pool (transformers' pooler_output).
+`features()` gives the map itself (B, C, h, w)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,7 +61,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResNetModel(nn.Module):
-    """Stem + stages of residual blocks; forward -> pooled (B, C), features -> (B, C, h, w)."""
+    """Stem + stages of residual blocks; forward -> hidden states (B, h*w, C), features -> (B, C, h, w)."""
 
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
@@ -82,4 +84,5 @@ class ResNetModel(nn.Module):
         return x
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.features(pixel_values).mean(dim=(2, 3))  # (B, C) global average pool
+        """(B, C_in, H, W) -> the last map's positions as tokens (B, h*w, C); pool them with pooling="mean"."""
+        return self.features(pixel_values).flatten(2).transpose(1, 2)  # (B, h*w, C)
