@@ -15,6 +15,16 @@ log = logging.getLogger(__name__)
 KeyMap = Mapping[str, Union[str, tuple]]
 
 
+class Fused(tuple):
+    """A key-map entry: checkpoint tensors concatenated along dim 0 into one of ours, with their row counts, so a
+    save splits them back when they differ in size (grouped-query attention: q has more rows than k and v)."""
+
+    def __new__(cls, names: tuple[str, ...], sizes: tuple[int, ...]):
+        obj = super().__new__(cls, names)
+        obj.sizes = tuple(sizes)
+        return obj
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be loaded as asked; the message names the file and tensor."""
 
@@ -109,7 +119,8 @@ def export_mapped(model: torch.nn.Module, key_map: KeyMap) -> dict[str, torch.Te
         if isinstance(dst, str):
             out[dst] = t.contiguous()
         else:
-            for part, piece in zip(dst, torch.chunk(t, len(dst), dim=0)):
+            pieces = torch.split(t, dst.sizes) if isinstance(dst, Fused) else torch.chunk(t, len(dst), dim=0)
+            for part, piece in zip(dst, pieces):
                 out[part] = piece.contiguous()
     return out
 
