@@ -5,7 +5,7 @@ max_window_layers) and the tensor-name map; the default pooling is the last toke
 from __future__ import annotations
 
 from encoderkit.checkpoints.registry import Family, register
-from encoderkit.checkpoints.weights import CheckpointError, Fused  # Fused: q/k/v rows of unequal size (GQA)
+from encoderkit.checkpoints.weights import CheckpointError, llama_style_layer_keys
 from encoderkit.models.decoder import FULL, SLIDING, DecoderConfig, DecoderModel
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -70,27 +70,15 @@ def parse_decoder_config(c: dict) -> DecoderConfig:
         raise CheckpointError(f"config.json for model_type {mt!r}: {exc}") from None
 
 
-def _w(ours: str, theirs: str) -> dict[str, str]:
-    return {f"{ours}.weight": f"{theirs}.weight"}
-
-
 def decoder_key_map(cfg: DecoderConfig) -> dict:
     """Our names -> Hugging Face names (relative to the backbone prefix, "model." in *ForCausalLM files)."""
-    m: dict = _w("embed", "embed_tokens") | _w("norm", "norm")
-    q_rows, kv_rows = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    m: dict = {"embed.weight": "embed_tokens.weight", "norm.weight": "norm.weight"}
     for i in range(cfg.num_layers):
-        o, a, f = f"layers.{i}", f"layers.{i}.self_attn", f"layers.{i}.mlp"
-        for p in ("weight", "bias") if cfg.attention_bias else ("weight",):
-            m[f"{o}.attn.qkv.{p}"] = Fused(tuple(f"{a}.{x}_proj.{p}" for x in "qkv"), (q_rows, kv_rows, kv_rows))
-        for p in ("weight", "bias") if cfg.o_bias else ("weight",):
-            m[f"{o}.attn.o.{p}"] = f"{a}.o_proj.{p}"
-        if cfg.qk_norm:
-            m |= _w(f"{o}.attn.q_norm", f"{a}.q_norm") | _w(f"{o}.attn.k_norm", f"{a}.k_norm")
-        m |= _w(f"{o}.attn_norm", f"layers.{i}.input_layernorm")
-        m |= _w(f"{o}.ffn_norm", f"layers.{i}.post_attention_layernorm")
-        for p in ("weight", "bias") if cfg.mlp_bias else ("weight",):
-            m[f"{o}.ffn.wi.{p}"] = Fused((f"{f}.gate_proj.{p}", f"{f}.up_proj.{p}"), (cfg.intermediate_size,) * 2)
-            m[f"{o}.ffn.wo.{p}"] = f"{f}.down_proj.{p}"
+        m |= llama_style_layer_keys(f"layers.{i}", f"layers.{i}", q_rows=cfg.num_heads * cfg.head_dim,
+                                    kv_rows=cfg.num_kv_heads * cfg.head_dim, d_ff=cfg.intermediate_size,
+                                    qkv_bias=cfg.attention_bias, o_bias=cfg.o_bias, mlp_bias=cfg.mlp_bias,
+                                    qk_norm=cfg.qk_norm)
+        m[f"layers.{i}.ffn_norm.weight"] = f"layers.{i}.post_attention_layernorm.weight"
     return m
 
 

@@ -5,7 +5,7 @@ rope_parameters) and the tensor-name map to models/gemma.py."""
 from __future__ import annotations
 
 from encoderkit.checkpoints.registry import Family, register
-from encoderkit.checkpoints.weights import CheckpointError, Fused
+from encoderkit.checkpoints.weights import CheckpointError, llama_style_layer_keys
 from encoderkit.models.gemma import GLOBAL, LOCAL, GemmaConfig, GemmaModel
 
 _HEADS = ("lm_head.", "score.", "classifier.")  # heads beside the backbone ("model." in *ForCausalLM files)
@@ -81,30 +81,20 @@ def parse_gemma_config(c: dict) -> GemmaConfig:
         raise CheckpointError(f"config.json for model_type {mt!r}: {exc}") from None
 
 
-def _w(ours: str, theirs: str) -> dict[str, str]:
-    return {f"{ours}.weight": f"{theirs}.weight"}
-
-
 def gemma_key_map(cfg: GemmaConfig) -> dict:
     """Our names -> Hugging Face names (relative to the backbone prefix, "model." in *ForCausalLM files)."""
-    m: dict = _w("embed", "embed_tokens") | _w("norm", "norm")
-    qkv_rows = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim)
+    m: dict = {"embed.weight": "embed_tokens.weight", "norm.weight": "norm.weight"}
     for i in range(cfg.num_layers):
-        o, a, f = f"layers.{i}", f"layers.{i}.self_attn", f"layers.{i}.mlp"
-        for p in ("weight", "bias") if cfg.attention_bias else ("weight",):
-            m[f"{o}.attn.qkv.{p}"] = Fused(tuple(f"{a}.{x}_proj.{p}" for x in "qkv"), qkv_rows)
-            m[f"{o}.attn.o.{p}"] = f"{a}.o_proj.{p}"
-        if cfg.qk_norm:
-            m |= _w(f"{o}.attn.q_norm", f"{a}.q_norm") | _w(f"{o}.attn.k_norm", f"{a}.k_norm")
-        m |= _w(f"{o}.attn_norm", f"layers.{i}.input_layernorm")
-        m[f"{o}.ffn.wi.weight"] = Fused((f"{f}.gate_proj.weight", f"{f}.up_proj.weight"), (cfg.intermediate_size,) * 2)
-        m |= _w(f"{o}.ffn.wo", f"{f}.down_proj")
+        o = t = f"layers.{i}"
+        m |= llama_style_layer_keys(o, t, q_rows=cfg.num_heads * cfg.head_dim, kv_rows=cfg.num_kv_heads * cfg.head_dim,
+                                    d_ff=cfg.intermediate_size, qkv_bias=cfg.attention_bias, o_bias=cfg.attention_bias,
+                                    qk_norm=cfg.qk_norm)
         if cfg.sandwich_norms:
-            m |= _w(f"{o}.post_attn_norm", f"layers.{i}.post_attention_layernorm")
-            m |= _w(f"{o}.ffn_norm", f"layers.{i}.pre_feedforward_layernorm")
-            m |= _w(f"{o}.post_ffn_norm", f"layers.{i}.post_feedforward_layernorm")
+            m[f"{o}.post_attn_norm.weight"] = f"{t}.post_attention_layernorm.weight"
+            m[f"{o}.ffn_norm.weight"] = f"{t}.pre_feedforward_layernorm.weight"
+            m[f"{o}.post_ffn_norm.weight"] = f"{t}.post_feedforward_layernorm.weight"
         else:  # Gemma 1: the norm after attention is the feed-forward's input norm
-            m |= _w(f"{o}.ffn_norm", f"layers.{i}.post_attention_layernorm")
+            m[f"{o}.ffn_norm.weight"] = f"{t}.post_attention_layernorm.weight"
     return m
 
 

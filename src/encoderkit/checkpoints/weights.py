@@ -25,6 +25,26 @@ class Fused(tuple):
         return obj
 
 
+def llama_style_layer_keys(ours: str, theirs: str, *, q_rows: int, kv_rows: int, d_ff: int, qkv_bias: bool = False,
+                           o_bias: bool = False, mlp_bias: bool = False, qk_norm: bool = False) -> dict:
+    """Key map of one Llama-style decoder layer (Llama, Mistral, Qwen2/3, Gemma): `self_attn.{q,k,v}_proj` fused
+    into our `attn.qkv`, `o_proj` -> `attn.o`, optional per-head `q_norm` / `k_norm`, `input_layernorm` ->
+    `attn_norm`, and `mlp.{gate,up}_proj` fused into our `ffn.wi`, `down_proj` -> `ffn.wo`. The norms after
+    attention differ per family and are left to the caller."""
+    a, f = f"{theirs}.self_attn", f"{theirs}.mlp"
+    m: dict = {f"{ours}.attn_norm.weight": f"{theirs}.input_layernorm.weight"}
+    for p in ("weight", "bias") if qkv_bias else ("weight",):
+        m[f"{ours}.attn.qkv.{p}"] = Fused(tuple(f"{a}.{x}_proj.{p}" for x in "qkv"), (q_rows, kv_rows, kv_rows))
+    for p in ("weight", "bias") if o_bias else ("weight",):
+        m[f"{ours}.attn.o.{p}"] = f"{a}.o_proj.{p}"
+    if qk_norm:
+        m[f"{ours}.attn.q_norm.weight"], m[f"{ours}.attn.k_norm.weight"] = f"{a}.q_norm.weight", f"{a}.k_norm.weight"
+    for p in ("weight", "bias") if mlp_bias else ("weight",):
+        m[f"{ours}.ffn.wi.{p}"] = Fused((f"{f}.gate_proj.{p}", f"{f}.up_proj.{p}"), (d_ff, d_ff))
+        m[f"{ours}.ffn.wo.{p}"] = f"{f}.down_proj.{p}"
+    return m
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be loaded as asked; the message names the file and tensor."""
 

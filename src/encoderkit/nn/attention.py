@@ -93,10 +93,9 @@ class MultiHeadSelfAttention(nn.Module):
         v = v.view(B, T, Hkv, d).transpose(1, 2)  # (B, kv_heads, T, d_k)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                causal: bool = False) -> torch.Tensor:
-        """x: (B, T, d_model); bias: additive logits bias broadcastable to (B, heads, T, T) (padding mask,
-        relative positions, windows); causal: also forbid attending to later positions."""
+    def heads(self, x: torch.Tensor, position_ids: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v per head, ready for the scores: q/k norm, then rotary, then K/V heads repeated for GQA."""
         B, T, _ = x.shape
         q, k, v = self._split_heads(x)
         if self.q_norm is not None:
@@ -108,6 +107,14 @@ class MultiHeadSelfAttention(nn.Module):
         if self.n_kv != self.n_heads:  # query head h reads K/V head h // (heads / kv_heads)
             k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (B, heads, T, d_k)
             v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                causal: bool = False) -> torch.Tensor:
+        """x: (B, T, d_model); bias: additive logits bias broadcastable to (B, heads, T, T) (padding mask,
+        relative positions, windows); causal: also forbid attending to later positions."""
+        B, T, _ = x.shape
+        q, k, v = self.heads(x, position_ids)  # 3 x (B, heads, T, d_k)
         if causal and bias is not None:  # SDPA takes either a mask or is_causal: fold causality into the bias
             bias = bias + attention_mask_bias(None, q.dtype, causal_len=T).to(bias.device)
             causal = False

@@ -33,16 +33,7 @@ class SoftcappedSelfAttention(MultiHeadSelfAttention):
         if causal:
             raise ValueError("SoftcappedSelfAttention takes causality in the bias (attention_bias(..., causal=True))")
         B, T, _ = x.shape
-        q, k, v = self._split_heads(x)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary is not None:
-            if position_ids is None:
-                position_ids = torch.arange(T, device=x.device).expand(B, T)
-            q, k = self.rotary.apply(q, k, position_ids)
-        if self.n_kv != self.n_heads:  # query head h reads K/V head h // (heads / kv_heads)
-            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (B, heads, T, d_k)
-            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        q, k, v = self.heads(x, position_ids)  # 3 x (B, heads, T, d_k)
         scale = self.scale if self.scale is not None else self.d_k ** -0.5
         y = softcapped_attention(q, k, v, bias, scale, self.softcap, self.dropout if self.training else 0.0)
         return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_k))  # (B, T, d_model)
