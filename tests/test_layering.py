@@ -26,12 +26,7 @@ IO_FUNCTIONS = {("torch", "load"), ("torch", "save"), ("np", "load"), ("np", "sa
                 ("np", "loadtxt"), ("np", "savetxt"), ("np", "fromfile"), ("numpy", "load"), ("numpy", "save")}
 
 # (file, imported module) pairs tolerated for now, each with the reason; an entry that no longer matches fails.
-TEMPORARY = {
-    ("models/dan.py", "encoderkit.train.recipes.dan"):
-        "one-release hook: encoder.py's _load_run_folder still imports load_dan / load_tokenizer from "
-        "encoderkit.models.dan; once it imports them from encoderkit.train.recipes.dan, delete models/dan.py's "
-        "__getattr__ and this entry",
-}
+TEMPORARY: dict[tuple[str, str], str] = {}
 
 
 def _resolve(module: str | None, level: int, package: str) -> str:

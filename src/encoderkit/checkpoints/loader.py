@@ -44,7 +44,7 @@ def load_folder(folder: Path, max_length: int | None = None) -> LoadedCheckpoint
     pipeline = read_pipeline(Path(folder))
     tdir = pipeline.transformer_dir
     hf_config = read_config(tdir)
-    family = family_for(hf_config.get("model_type"), where=str(tdir / "config.json"))
+    family = family_for(hf_config.get("model_type"), where=str(tdir / "config.json"), config=hf_config)
     cfg = family.parse_config(hf_config)
     model = family.build(cfg)
     wfile = find_weights(tdir)

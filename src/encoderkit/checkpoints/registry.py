@@ -51,12 +51,20 @@ def _ensure_registered() -> None:
             importlib.import_module(f"encoderkit.checkpoints.{mod.name}")
 
 
-def family_for(model_type: str | None, where: str = "config.json") -> Family:
-    """The family of a model_type, or an error listing the supported ones."""
+def family_for(model_type: str | None, where: str = "config.json", config: dict | None = None) -> Family:
+    """The family of a model_type, or an error listing the supported ones (saying so when the checkpoint's
+    architecture is custom code it ships itself: config.json with an auto_map)."""
     _ensure_registered()
     if model_type not in FAMILIES:
-        raise CheckpointError(
-            f"{where}: unsupported model_type {model_type!r}; supported families: {', '.join(sorted(FAMILIES))}")
+        families = ", ".join(sorted(FAMILIES))
+        auto_map = (config or {}).get("auto_map")
+        if auto_map:
+            code = sorted({str(v[0] if isinstance(v, (list, tuple)) else v).split(".", 1)[0] for v in auto_map.values()})
+            raise CheckpointError(
+                f"{where}: model_type {model_type!r} is custom code shipped with the checkpoint ({', '.join(code)}.py "
+                f"via auto_map), not an architecture in transformers, so encoderkit cannot build it; families that "
+                f"load: {families}")
+        raise CheckpointError(f"{where}: unsupported model_type {model_type!r}; supported families: {families}")
     return FAMILIES[model_type]
 
 

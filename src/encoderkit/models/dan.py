@@ -69,20 +69,3 @@ class DAN(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Sentence vectors (B, out_dim). token_type_ids is accepted (Encoder passes it) and unused."""
         return self.out(self.ff(self.average(input_ids, attention_mask)))
-
-
-# Deprecated, for one release: encoder.py's _load_run_folder still imports these two names from here. They live in
-# train/recipes/dan.py now; delete this hook (and its entry in tests/test_layering.py) once encoder.py imports from there.
-_MOVED = {"load_dan", "load_tokenizer"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import warnings
-
-        warnings.warn(f"encoderkit.models.dan.{name} moved to encoderkit.train.recipes.dan", DeprecationWarning,
-                      stacklevel=2)
-        import encoderkit.train.recipes.dan as recipe
-
-        return getattr(recipe, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,13 +53,9 @@ def alias_names(given: str, loaded_name: str) -> list[str]:
     return out
 
 
-def _mean_pool_dense(encoder: Any, hidden, mask):
-    from encoderkit.nn.pooling import pool
-
-    v = hidden if hidden.dim() == 2 else pool(hidden, mask, encoder.pooling)  # (B, H)
-    for layer in encoder.dense:
-        v = layer(v)
-    return v
+def _mean_pool_dense(encoder: Any, hidden, mask, prompt_length=None):
+    """Pooled, projected (unnormalized) vectors: the Encoder's own head, as Encoder.encode applies it."""
+    return encoder.pool_hidden(hidden, mask, prompt_length)
 
 
 class EmbeddingModel:

@@ -315,16 +315,15 @@ class ContrastiveTrainable(nn.Module):
     def __init__(self, encoder, temperature: float = 0.05):
         super().__init__()
         self.backbone = encoder.model
+        self.head = encoder.head  # pooling + Dense layers: a Dense head trains with the backbone
         self.enc = encoder  # not a submodule: its tokenizer and pooling settings
         self.temperature = temperature
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        from encoderkit.nn.pooling import pool
-
         batch = self.enc._batch_tensors(self.enc.tokenize(texts))
         hidden = self.backbone(**batch)
         hidden = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden
-        return pool(hidden, batch["attention_mask"], self.enc.pooling)
+        return self.enc.pool_hidden(hidden, batch["attention_mask"])  # (B, D), as Encoder.encode pools
 
     def loss(self, pairs) -> torch.Tensor:
         from encoderkit.objectives.contrastive import info_nce
@@ -369,6 +368,7 @@ def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temper
         history = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
     finally:
         encoder.model.eval()
+        encoder.head.eval()
     return history
 
 
