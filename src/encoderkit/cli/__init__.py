@@ -34,14 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, PermissionError) as exc:
+    except BrokenPipeError:  # e.g. `encoderkit info | head`
+        sys.stderr.close()
+        return 0
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:  # OSError: also too-long paths
         if args.verbose:
             raise
         print(f"encoderkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `encoderkit info | head`
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -333,23 +333,32 @@ def cmd_list(args) -> int:
     rows = []
     for d in sorted(root.iterdir()) if root.exists() else []:
         if (d / "collection.db").exists():
-            col = Collection.open(d, create=False)
-            info = col.info()
-            col.store.close()
-            rows.append({"name": d.name, **info})
+            try:
+                col = Collection.open(d, create=False)
+            except Exception as exc:  # one broken collection is listed as broken, never hides the others
+                why = " ".join(str(exc).split()) or type(exc).__name__
+                rows.append({"name": d.name, "path": str(d), "broken": why})
+                continue
+            try:
+                rows.append({"name": d.name, **col.info()})
+            finally:
+                col.store.close()
     _print_list(args, rows, root)
     return 0
 
 
 def _list_pg(args) -> int:
     from encoderkit.store.pg_collection import PgCollection
-    from encoderkit.store.pg_store import collection_url, list_collections, redact
+    from encoderkit.store.pg_store import DriverError, collection_url, list_collections, redact
 
     rows = []
     for name in list_collections(args.store):
         try:
             col = PgCollection.open_url(collection_url(args.store, name), create=False)
         except FileNotFoundError:  # dropped since it was listed
+            continue
+        except (ValueError, DriverError) as exc:  # one broken collection is listed as broken
+            rows.append({"name": name, "broken": " ".join(str(exc).split()) or type(exc).__name__})
             continue
         try:
             rows.append({"name": name, **col.info()})
@@ -367,7 +376,10 @@ def _print_list(args, rows: list[dict], root) -> None:
     else:
         print(f"{'NAME':24s} {'DOCS':>8s}  {'INDEX':10s} MODEL")
         for r in rows:
-            print(f"{r['name']:24s} {r['documents']:>8d}  {r['index']:10s} {r['model']}")
+            if "broken" in r:
+                print(f"{r['name']:24s} {'-':>8s}  {'BROKEN':10s} {r['broken']}")
+            else:
+                print(f"{r['name']:24s} {r['documents']:>8d}  {r['index']:10s} {r['model']}")
 
 
 @_database_errors

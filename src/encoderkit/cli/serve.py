@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys")
     p.add_argument("--max-batch-tokens", type=int, default=8192, help="padded tokens per forward batch")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
-    p.add_argument("--max-queue", type=int, default=2048, help="inputs waiting per model before 429")
+    p.add_argument("--max-queue", type=int, default=2048,
+                   help="inputs waiting per model before 429 (a request with more inputs gets 413)")
     p.add_argument("--max-inputs", type=int, default=2048, help="inputs per request")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body, MiB")
     p.add_argument("--auto-truncate", action="store_true",
@@ -82,7 +83,12 @@ def run_serve(args) -> int:
 def run_keys_add(args) -> int:
     from encoderkit.serve.auth import KeyStore
 
-    grants = [c.strip() for c in args.collections.split(",") if c.strip()] or ["*"]
+    grants = [c.strip() for c in args.collections.split(",")]
+    if not any(grants):  # "" or "," or " " used to grant everything: '*' must be written out
+        raise ValueError(f"--collections {args.collections!r} names no collection; give comma-separated names, "
+                         "or '*' for all")
+    if not all(grants):
+        raise ValueError(f"--collections {args.collections!r} has an empty name between commas; remove it")
     key, rec = KeyStore(args.file).add(role=args.role, collections=grants, name=args.name)
     if args.json:
         emit_json({"key": key, "id": rec.id, "role": rec.role, "collections": rec.collections, "name": rec.name})

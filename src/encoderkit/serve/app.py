@@ -81,6 +81,15 @@ class GuardMiddleware:
                     return await self._reject(scope, send_wrapped, APIError(
                         401, msg, "auth", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}))
                 scope.setdefault("state", {})["key"] = rec
+            scope = _as_json(scope, headers)
+            if not declared and scope.get("method") in ("POST", "PUT", "PATCH"):
+                # a chunked body has no Content-Length to check up front: read it up to the limit, no further
+                body = await _read_limited(receive, limit)
+                if body is None:
+                    return await self._reject(scope, send_wrapped, APIError(
+                        413, f"request body exceeds {limit} bytes; send fewer inputs per request", "validation",
+                        code="request_too_large"))
+                receive = _replay(body, receive)
             seen = 0
 
             async def receive_limited() -> dict:
@@ -113,6 +122,46 @@ class GuardMiddleware:
 
 async def _empty_receive() -> dict:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _as_json(scope: dict, headers: dict[str, str]) -> dict:
+    """Every API route takes a JSON body: read it as JSON whatever Content-Type the client sent (curl -d sends
+    application/x-www-form-urlencoded), as Ollama, OpenAI and TEI servers do. Multipart bodies are left alone."""
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    if scope.get("method") not in ("POST", "PUT", "PATCH") or ctype == "application/json" \
+            or ctype.startswith("multipart/"):
+        return scope
+    raw = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+    return {**scope, "headers": raw + [(b"content-type", b"application/json")]}
+
+
+async def _read_limited(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it exceeds `limit` bytes (nothing more is read)."""
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(parts)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive callable that yields `body` once, then defers to `receive` (for a disconnect)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
 
 
 def _validation_error(request: Request, exc: RequestValidationError):

@@ -51,6 +51,7 @@ class KeyStore:
         self._by_hash: dict[str, KeyRecord] = {}
         self._records: list[KeyRecord] = []
         self._mtime: float | None = None
+        self._bad_mtime: float | None = None  # the version of the file that failed to load (logged once)
         self._checked = 0.0
         if self.path.exists():
             self._load()
@@ -59,13 +60,22 @@ class KeyStore:
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{self.path}: not valid JSON ({exc}); recreate it with `encoderkit keys add`") from exc
+        keys = data.get("keys", []) if isinstance(data, dict) else None
+        if not isinstance(keys, list):
+            raise ValueError(f"{self.path}: expected {{\"keys\": [...]}}; recreate it with `encoderkit keys add`")
         records = []
-        for i, r in enumerate(data.get("keys", [])):
-            rec = KeyRecord(**{k: r[k] for k in ("id", "hash", "role", "collections", "name", "created") if k in r})
+        for i, r in enumerate(keys):
+            try:
+                rec = KeyRecord(**{k: r[k] for k in ("id", "hash", "role", "collections", "name", "created") if k in r})
+            except (TypeError, AttributeError):
+                raise ValueError(f"{self.path}: key {i} is not a record with an id and a hash; recreate it with "
+                                 "`encoderkit keys add`") from None
             if rec.role not in ROLES:
                 raise ValueError(f"{self.path}: key {i} ({rec.id}) has unknown role {rec.role!r}; use one of {ROLES}")
+            if not isinstance(rec.collections, list) or not all(isinstance(c, str) for c in rec.collections):
+                raise ValueError(f"{self.path}: key {i} ({rec.id}) collections must be a list of names")
             records.append(rec)
         self._records = records
         self._by_hash = {r.hash: r for r in records}
@@ -90,8 +100,15 @@ class KeyStore:
         except FileNotFoundError:
             self._records, self._by_hash = [], {}
             return
-        if mtime != self._mtime:
-            self._load()
+        if mtime != self._mtime and mtime != self._bad_mtime:
+            try:
+                self._load()
+            except (ValueError, OSError) as exc:  # keep serving with the last good keys; say so once per bad version
+                self._bad_mtime = mtime
+                log.error("API key file changed but cannot be read: %s; still using the %d keys loaded before",
+                          exc, len(self._records))
+                return
+            self._bad_mtime = None
             log.info("reloaded API keys from %s (%d keys)", self.path, len(self._records))
 
     # ------------------------------------------------------------------ use
@@ -113,6 +130,8 @@ class KeyStore:
         """Make a new key; returns (the key, shown only now, its stored record)."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+        if collections is not None and not [c for c in collections if c]:
+            raise ValueError("no collections to grant; name some, or give '*' for all")
         with self._lock:
             key_id = secrets.token_hex(4)
             key = f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}"

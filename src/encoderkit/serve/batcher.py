@@ -22,6 +22,14 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class TooManyInputs(Exception):
+    """One request holds more inputs than the whole queue (max_queue): it can never be admitted."""
+
+    def __init__(self, n: int, limit: int):
+        super().__init__(f"{n} inputs in one request, more than the queue holds ({limit}); split the request")
+        self.n, self.limit = n, limit
+
+
 class Closed(Exception):
     """The batcher is shutting down and takes no new work."""
 
@@ -82,6 +90,8 @@ class Batcher:
         with self._cv:
             if self._closed:
                 raise Closed(f"model {self.name} is shutting down")
+            if len(items) > self.max_queue:
+                raise TooManyInputs(len(items), self.max_queue)
             if self._queued_inputs + len(items) > self.max_queue:
                 wait = max(1, round(self._ewma_batch_seconds * (1 + self._queued_inputs / max(1, len(items)))))
                 raise QueueFull(f"the queue for model {self.name} is full ({self._queued_inputs} inputs waiting, "

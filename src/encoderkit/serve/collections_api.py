@@ -18,13 +18,13 @@ from starlette.concurrency import run_in_threadpool
 
 from encoderkit.serve.errors import APIError, TEIError, error_responses
 from encoderkit.serve.models import EmbeddingModel, InputTooLong, ModelRegistry
-from encoderkit.serve.state import ServerState, caller, embed_checked, require_role, server_state
+from encoderkit.serve.state import ServerState, caller, check_texts, embed_checked, require_role, server_state
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["Collections"], responses=error_responses(TEIError, 400, 401, 403, 404, 409, 413, 422, 429))
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # always fullmatch: `$` would let "abc\n" in
 
 
 class CollectionManager:
@@ -57,11 +57,11 @@ class CollectionManager:
             from encoderkit.store.pg_store import list_collections
 
             return list_collections(self.url)
-        return sorted(p.name for p in self.root.iterdir() if (p / DB_NAME).is_file() and NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if (p / DB_NAME).is_file() and NAME.fullmatch(p.name))
 
     def _path(self, name: str) -> Path | str:
         """The collection's folder, or its postgresql://...?collection=NAME URL; 422 for a name the store refuses."""
-        if not NAME.match(name) or ".." in name:
+        if not NAME.fullmatch(name) or ".." in name:
             raise APIError(422, f"bad collection name {name!r}: use letters, digits, '_', '-', '.' (at most 128)",
                            "validation", param="name")
         if self.pg:
@@ -120,10 +120,11 @@ class CollectionManager:
             if self._exists(path):
                 raise APIError(409, f"collection {name!r} already exists; DELETE it first or pick another name",
                                "conflict")
+            existed = not self.pg and Path(path).exists()  # a folder of the user's own is never removed
             try:
                 coll = Collection.open(path, encoder=model.encoder, index=index, metric=metric)
             except ValueError as exc:
-                if not self.pg:  # PostgreSQL creates nothing before the checks pass
+                if not self.pg and not existed:  # both backends check before creating; this is a safety net
                     shutil.rmtree(path, ignore_errors=True)
                 raise APIError(422, str(exc), "validation") from None
             self._open[name] = coll
@@ -186,11 +187,12 @@ class CreateRequest(BaseModel):
 class CollectionInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
-    model: str
-    dim: int
-    metric: str
-    index: str
-    documents: int
+    model: str | None = Field(None, description="null only for a broken collection")
+    dim: int | None = None
+    metric: str | None = None
+    index: str | None = None
+    documents: int | None = None
+    broken: str | None = Field(None, description="in a listing: why this collection cannot be opened")
 
 
 class CollectionList(BaseModel):
@@ -290,8 +292,16 @@ async def list_collections(request: Request, state: ServerState = Depends(server
     rec = caller(request)
     names = [n for n in mgr.names() if rec is None or rec.sees(n)]
     out = []
-    for n in names:
-        out.append(await run_in_threadpool(_info, n, mgr.get(n)))
+    for n in names:  # one broken collection is listed as broken; it never hides the others
+        try:
+            out.append(await run_in_threadpool(_info, n, mgr.get(n)))
+        except APIError as exc:
+            if exc.status == 404:  # dropped since it was listed
+                continue
+            out.append({"name": n, "broken": exc.message})
+        except Exception as exc:
+            log.warning("collection %r cannot be opened: %s", n, exc)
+            out.append({"name": n, "broken": f"cannot be opened: {' '.join(str(exc).split()) or type(exc).__name__}"})
     return {"collections": out}
 
 
@@ -330,11 +340,21 @@ async def _write(name: str, body: DocumentsRequest, request: Request, state: Ser
     if replace and any(d.id is None for d in docs):
         raise APIError(422, "upsert needs an `id` on every document", "validation")
     texts = [d.text for d in docs]
+    check_texts(texts, "documents", what="document")
+    from encoderkit.store.validate import InvalidDocument, check_document
+
+    try:  # the store checks again when writing; checking first saves embedding a batch that would be refused
+        for i, d in enumerate(docs):
+            check_document(d.id if d.id is not None else f"#{i}", d.text, d.metadata)
+    except InvalidDocument as exc:
+        raise APIError(400, str(exc), "validation", param="documents") from None
     X = await _vectors(state, mgr, coll, texts)
     ids = None if all(d.id is None for d in docs) else [d.id for d in docs]
     fn = coll.upsert if replace else coll.add
     try:
         out = await run_in_threadpool(fn, texts, ids=ids, metadatas=[d.metadata for d in docs], vectors=X)
+    except InvalidDocument as exc:  # NaN, a 400-digit integer, ...: the client's data, refused before storing
+        raise APIError(400, str(exc), "validation", param="documents") from None
     except ValueError as exc:
         conflict = "exist" in str(exc) or "duplicate" in str(exc).lower()
         raise APIError(409 if conflict else 422, str(exc), "conflict" if conflict else "validation") from None
@@ -384,6 +404,7 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
         if reranker is None:
             raise APIError(424, "rerank asked but this server has no such rerank model; start it with --rerank-model",
                            "backend")
+    check_texts([body.query], "query", what="query")
     vector = None
     if body.mode in ("vector", "hybrid"):
         vector = (await _vectors(state, mgr, coll, [body.query]))[0]
@@ -396,8 +417,10 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
         try:
             scores = await reranker.scores(body.query, passages, cost)
         except Exception as exc:
-            from encoderkit.serve.batcher import QueueFull
+            from encoderkit.serve.batcher import QueueFull, TooManyInputs
 
+            if isinstance(exc, TooManyInputs):
+                raise APIError(413, f"{exc} (--max-queue); lower rerank_top", "validation") from None
             if isinstance(exc, QueueFull):
                 raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None
             raise

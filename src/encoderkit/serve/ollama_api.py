@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import encoderkit
 from encoderkit.serve.errors import APIError, OllamaError, error_responses
 from encoderkit.serve.models import EmbeddingModel, InputTooLong
-from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state
+from encoderkit.serve.state import ServerState, check_count, check_texts, embed_checked, off_loop, server_state
 
 router = APIRouter(tags=["Ollama"], responses=error_responses(OllamaError, 400, 401, 404, 413, 429, 503))
 
@@ -95,6 +95,7 @@ async def embed(body: EmbedRequest, state: ServerState = Depends(server_state)) 
         texts = list(body.input)
     if texts:
         check_count(state, len(texts), 400)
+        check_texts(texts)
     try:
         seqs = await off_loop(sum(map(len, texts)), m.prepare_texts, texts, truncate=body.truncate)
     except InputTooLong as exc:
@@ -109,6 +110,7 @@ async def embeddings(body: EmbeddingsRequest, state: ServerState = Depends(serve
     m = _model(state, body.model)
     if body.prompt == "":
         return {"embedding": []}
+    check_texts([body.prompt], "prompt", what="prompt")
     try:
         seqs = await off_loop(len(body.prompt), m.prepare_texts, [body.prompt], truncate=True)
     except InputTooLong as exc:  # pragma: no cover - truncate=True never raises

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from encoderkit.serve.errors import APIError, OpenAIError, error_responses
 from encoderkit.serve.models import InputTooLong
-from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state, too_long
+from encoderkit.serve.state import (ServerState, check_count, check_texts, embed_checked, off_loop, server_state,
+                                    too_long)
 
 router = APIRouter(tags=["OpenAI"], responses=error_responses(OpenAIError, 400, 401, 404, 413, 429, 503))
 
@@ -74,6 +75,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request,
     elif token_input and isinstance(inp[0], int):
         inp = [inp]
     check_count(state, len(inp), 400)
+    if not token_input:
+        check_texts(inp)
     if not token_input and any(t == "" for t in inp):
         raise APIError(400, "'input' contains an empty string; every input must have some text", param="input")
     if token_input and any(len(s) == 0 for s in inp):

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from encoderkit.serve.auth import KeyRecord, KeyStore
-from encoderkit.serve.batcher import Closed, QueueFull
+from encoderkit.serve.batcher import Closed, QueueFull, TooManyInputs
 from encoderkit.serve.errors import APIError
 from encoderkit.serve.metrics import Metrics
 from encoderkit.serve.models import EmbeddingModel, InputTooLong, Limits, ModelRegistry
@@ -95,6 +95,8 @@ async def embed_checked(state: ServerState, model: EmbeddingModel, seqs: list[li
                        param=dim_param, code="invalid_dimensions")
     try:
         return await model.embed(seqs, normalize=normalize, dimensions=dimensions)
+    except TooManyInputs as exc:
+        raise too_many_for_queue(exc.n, exc.limit) from None
     except QueueFull as exc:
         state.metrics.observe_rejected(model.name)
         raise APIError(429, str(exc), "overloaded", code="rate_limit_exceeded",
@@ -112,9 +114,33 @@ def too_long(exc: InputTooLong, status: int, param: str = "input") -> APIError:
 
 
 def check_count(state: ServerState, n: int, status: int, param: str = "input") -> None:
-    """Refuse empty requests and requests with more inputs than --max-inputs."""
+    """Refuse empty requests, requests with more inputs than --max-inputs, and (413: no retry can succeed)
+    requests with more inputs than the model's queue holds (--max-queue)."""
     if n == 0:
         raise APIError(400, f"'{param}' is empty; send at least one input", "empty", param=param)
     if n > state.config.max_inputs:
         raise APIError(status, f"{n} inputs in one request; this server takes at most {state.config.max_inputs} "
                                "(split the request)", "validation", param=param, code="too_many_inputs")
+    if n > state.config.max_queue:
+        raise too_many_for_queue(n, state.config.max_queue, param)
+
+
+def too_many_for_queue(n: int, limit: int, param: str = "input") -> APIError:
+    """413 for a request larger than the whole queue (--max-queue): waiting would never help."""
+    return APIError(413, f"{n} inputs in one request, more than this server's queue holds (--max-queue {limit}); "
+                         f"split the request into parts of at most {limit}", "validation", param=param,
+                    code="too_many_inputs")
+
+
+def check_texts(texts: Any, param: str = "input", status: int = 400, what: str = "input") -> None:
+    """400 naming the first text that is not valid Unicode (a lone UTF-16 surrogate such as "\\ud800", which
+    JSON escapes can spell but no tokenizer can read)."""
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8") if isinstance(t, str) else None
+            continue
+        except UnicodeEncodeError as exc:
+            at = exc.start
+            raise APIError(status, f"{what} {i} holds a lone UTF-16 surrogate at character {at}, which is not "
+                                   "valid Unicode; send valid UTF-8 text", "validation", param=param,
+                           code="invalid_text")

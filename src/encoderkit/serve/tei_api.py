@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 import encoderkit
-from encoderkit.serve.batcher import Closed, QueueFull
+from encoderkit.serve.batcher import Closed, QueueFull, TooManyInputs
 from encoderkit.serve.errors import APIError, TEIError, error_responses
 from encoderkit.serve.models import InputTooLong
-from encoderkit.serve.state import ServerState, check_count, embed_checked, off_loop, server_state
+from encoderkit.serve.state import (ServerState, check_count, check_texts, embed_checked, off_loop, server_state,
+                                    too_many_for_queue)
 
 router = APIRouter(tags=["TEI"], responses=error_responses(TEIError, 400, 401, 404, 413, 422, 424, 429, 503))
 
@@ -82,6 +83,7 @@ async def embed(body: EmbedRequest, state: ServerState = Depends(server_state)) 
     if not texts:
         raise APIError(400, "`inputs` cannot be empty", "empty")
     check_count(state, len(texts), 413, "inputs")
+    check_texts(texts, "inputs")
     try:
         seqs = await off_loop(sum(map(len, texts)), m.prepare_texts, texts, truncate=_truncate(state, body.truncate),
                               direction=body.truncation_direction.lower(), prompt_name=body.prompt_name)
@@ -107,6 +109,8 @@ async def rerank(body: RerankRequest, state: ServerState = Depends(server_state)
     if not body.texts:
         raise APIError(400, "`texts` cannot be empty", "empty")
     check_count(state, len(body.texts), 413, "texts")
+    check_texts([body.query], "query", what="query")
+    check_texts(body.texts, "texts")
     try:
         cost = await off_loop(len(body.query) * len(body.texts) + sum(map(len, body.texts)), r.count_tokens,
                               body.query, body.texts, _truncate(state, body.truncate))
@@ -114,6 +118,8 @@ async def rerank(body: RerankRequest, state: ServerState = Depends(server_state)
         raise APIError(413, f"Input validation error: {exc}", "too_long") from None
     try:
         scores = await r.scores(body.query, body.texts, cost, raw=body.raw_scores)
+    except TooManyInputs as exc:
+        raise too_many_for_queue(exc.n, exc.limit, "texts") from None
     except QueueFull as exc:
         state.metrics.observe_rejected(r.name)
         raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None

@@ -18,6 +18,7 @@ import numpy as np
 from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
 from encoderkit.store.fusion import rrf, weighted
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
+from encoderkit.store.validate import check_collection_name, check_document
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,10 @@ def collection_path(name: str | os.PathLike, store: str | os.PathLike | None = N
         raise ValueError("a postgresql:// collection is not a directory: open it with Collection.open(url), or "
                          "on the command line pass the database URL as --store and the collection's NAME")
     if store is not None:
-        return Path(store).expanduser() / name
+        return Path(store).expanduser() / check_collection_name(name)
     if os.sep in name or name.startswith(".") or name.startswith("~") or Path(name).is_absolute():
         return Path(name).expanduser()
-    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", name):
-        raise ValueError(f"bad collection name {name!r}: use letters, digits, '_', '-', '.' (or give a path)")
+    check_collection_name(name)
     home = Path(os.environ.get("ENCODERKIT_HOME", "~/.encoderkit")).expanduser()
     return home / "collections" / name
 
@@ -107,11 +107,13 @@ class Collection:
                 raise FileNotFoundError(f"no collection at {path}; create it first (encoderkit index create)")
             if encoder is None:
                 raise ValueError(f"creating a collection at {path} needs an encoder (a model name or Encoder)")
-            path.mkdir(parents=True, exist_ok=True)
         if isinstance(encoder, (str, os.PathLike)):
             import encoderkit
 
             encoder = encoderkit.load(str(encoder))
+        if not db.exists():  # validate everything before creating anything: a bad --index leaves no folder behind
+            check_factory(index or "Flat", int(encoder.dim), metric or "cosine")
+            path.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(db)
         meta = store.meta()
         if "model" not in meta:
@@ -274,11 +276,8 @@ class Collection:
         metadatas = [dict(m or {}) for m in (metadatas or [{}] * len(texts))]
         if len(metadatas) != len(texts):
             raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
-        for i, m in enumerate(metadatas):
-            try:
-                json.dumps(m)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"metadata of document {ids[i]!r} is not JSON-serializable: {exc}") from None
+        for id_, text, m in zip(ids, texts, metadatas):  # NaN, huge integers, lone surrogates: refused by name
+            check_document(id_, text, m)
         X = self.embed(texts) if vectors is None else self._prepare_vectors(vectors, len(texts))
         return texts, ids, metadatas, X
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from encoderkit.store.collection import content_hash
+from encoderkit.store.validate import INT_MAX, INT_MIN, check_value, surrogate_at
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 @dataclass
@@ -60,7 +61,12 @@ def iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str]]
 
 
 def _convert(value: str) -> Any:
-    return (float(value) if "." in value else int(value)) if _NUMBER.match(value) else value
+    """A CSV cell as a number when it is one (integers beyond 64 bits, like long codes, stay strings)."""
+    if not _NUMBER.fullmatch(value):
+        return value
+    if "." in value:
+        return float(value)
+    return int(value) if INT_MIN <= int(value) <= INT_MAX else value
 
 
 def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str = "id") -> list[RawDoc]:
@@ -90,6 +96,10 @@ def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str =
             id_ = obj.get(id_field, obj.get("_id"))
             md = {k: v for k, v in obj.items() if k not in (text_field, id_field, "_id")}
             md["source"] = source
+            if surrogate_at(text) is not None:  # JSON escapes can spell text that is not Unicode
+                raise ValueError(f"{path}:{lineno}: field {text_field!r} holds a lone UTF-16 surrogate at character "
+                                 f"{surrogate_at(text)}; fix the line")
+            check_value(md, f"{path}:{lineno}")  # NaN, Infinity, integers beyond 64 bits: refused by line
             docs.append(RawDoc(str(id_) if id_ is not None else f"{prefix}:{lineno}", text, md))
         return docs
     reader = csv.DictReader(io.StringIO(raw))
@@ -99,6 +109,9 @@ def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str =
         lineno = reader.line_num
         if None in row:
             raise ValueError(f"{path}:{lineno}: row has more fields than the header")
+        if None in row.values():  # DictReader pads a short row with None: a missing field, not an empty one
+            raise ValueError(f"{path}:{lineno}: row has {sum(v is not None for v in row.values())} fields, the header "
+                             f"has {len(reader.fieldnames)}; fix the line (quote a text holding commas)")
         id_ = row.get(id_field)
         md = {k: _convert(v) for k, v in row.items() if k not in (text_field, id_field) and v is not None}
         md["source"] = source

@@ -31,8 +31,8 @@ META_TABLE = "encoderkit_meta"
 FTS_CONFIG = "english"  # Snowball English stemmer and stop words (FTS5 side: porter, no stop words)
 RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length)
 MAX_INDEX_DIM = 2000    # pgvector indexes `vector` columns of at most 2,000 dimensions
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_FACTORY = re.compile(r"^(Flat|HNSW(\d+)|IVF(\d+),Flat)$")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_FACTORY = re.compile(r"(Flat|HNSW(\d+)|IVF(\d+),Flat)")
 # metric -> (pgvector distance operator, index operator class); a score is "higher = closer" as with FAISS
 _OPS = {"cosine": ("<=>", "vector_cosine_ops"), "ip": ("<#>", "vector_ip_ops"), "l2": ("<->", "vector_l2_ops")}
 
@@ -42,7 +42,7 @@ DriverError = psycopg.Error  # what the database driver raises (a lost connectio
 
 def check_name(name: str) -> None:
     """Raise ValueError unless `name` can name a collection (its table is encoderkit_NAME)."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"bad collection name {name!r} for a PostgreSQL store: use lowercase letters, digits and "
                          "'_', starting with a letter, at most 40 characters")
 
@@ -77,7 +77,7 @@ def parse_url(url: str) -> tuple[str, str]:
         raise ValueError(f"name the collection in the URL: {redact(url)}{'&' if parts.query else '?'}collection=NAME "
                          "(one database holds many collections)")
     name = names[-1]
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"bad collection name {name!r} in {redact(url)}: use lowercase letters, digits and '_', "
                          "starting with a letter, at most 40 characters")
     rest = urlencode([(k, v) for k, v in query if k != "collection"], safe="/")
@@ -169,7 +169,7 @@ def check_factory_pg(factory: str, dim: int, metric: str) -> None:
     """Raise a readable error unless pgvector can index `factory` for this dim/metric."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    m = _FACTORY.match(factory)
+    m = _FACTORY.fullmatch(factory)
     if m is None:
         raise ValueError(f"pgvector cannot build index {factory!r}: use 'Flat' (exact scan), 'HNSW{{m}}' "
                          "(e.g. 'HNSW16', m from 2 to 100) or 'IVF{lists},Flat' (e.g. 'IVF100,Flat')")
@@ -285,7 +285,7 @@ class PgStore:
     def ensure_ann_index(self, factory: str, metric: str) -> bool:
         """Build the HNSW / IVFFlat index the factory asks for if it is missing (IVFFlat only once the table
         holds enough vectors to train its lists, as FAISS IVF: until then search is exact). True if built now."""
-        m = _FACTORY.match(factory)
+        m = _FACTORY.fullmatch(factory)
         if factory == "Flat" or self.ann_index() is not None:
             return False
         if m.group(3) is not None and self.count() < max(train_size(factory), 1):
@@ -513,7 +513,7 @@ class PgStore:
             if ok is None or not ok[0]:
                 problems.append(f"the {what} index {self.table_name}_{suffix} is "
                                 f"{'missing' if ok is None else 'invalid (REINDEX it)'}")
-        m = _FACTORY.match(factory)
+        m = _FACTORY.fullmatch(factory)
         ann = self.ann_index()
         want = None if factory == "Flat" else ("hnsw" if m.group(2) else "ivfflat")
         due = want == "hnsw" or (want == "ivfflat" and self.count() >= train_size(factory))

@@ -13,7 +13,7 @@ COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$
 LISTS = ("$in", "$nin")
 LOGICAL = ("$and", "$or")
 OPERATORS = tuple(COMPARISONS) + LISTS + LOGICAL
-_FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*$")
+_FIELD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*")
 
 
 def _scalar(value: Any, where: str) -> Any:
@@ -26,7 +26,7 @@ def _scalar(value: Any, where: str) -> Any:
 
 
 def _path(field: str) -> str:
-    if not isinstance(field, str) or not _FIELD.match(field):
+    if not isinstance(field, str) or not _FIELD.fullmatch(field):
         raise ValueError(f"where: bad field name {field!r}; use letters, digits, _ and - (dots for nested keys), "
                          f"or one of the operators {', '.join(LOGICAL)}")
     return "$." + ".".join(f'"{part}"' for part in field.split("."))
