@@ -324,17 +324,27 @@ def test_devices(bert_dir, tmp_path):
         encoderkit.load(folder, device="gpu7")
 
 
-def test_server_helper_uses_the_encoder_head(bert_dir, tmp_path):
-    from encoderkit.serve.models import _mean_pool_dense
+def test_server_pools_as_encode(bert_dir, tmp_path):
+    """The server's batched path gives Encoder.encode's vectors: several pooling modes, a Dense head, and the
+    prompt left out of pooling (include_prompt = false) when a request names a prompt."""
+    httpx = pytest.importorskip("httpx")
+    from encoderkit.serve.app import create_app
+    from encoderkit.serve.models import EmbeddingModel, ModelRegistry
+    from encoderkit.serve.state import ServeConfig
+    from encoderkit.serve.testing import LiveServer
 
     dense = [{"in_features": 64, "out_features": 16, "bias": True, "activation_function": torch.nn.Tanh()}]
-    folder = st_folder(bert_dir, tmp_path / "st", pooling=("max", "mean"), dense=dense, normalize=False, layout="current")
+    folder = st_folder(bert_dir, tmp_path / "st", pooling=("max", "mean"), dense=dense, normalize=False,
+                       prompts=PROMPTS, layout="current")
+    _edit(folder / "1_Pooling" / "config.json", include_prompt=False)
     enc = encoderkit.load(folder)
-    batch = enc._batch_tensors(enc.tokenize(TEXTS[:3]))
-    with torch.no_grad():
-        hidden = enc._forward(batch)
-        v = _mean_pool_dense(enc, hidden, batch["attention_mask"]).numpy()
-    np.testing.assert_array_equal(v, enc.encode(TEXTS[:3], batch_size=3))
+    cfg, reg = ServeConfig(), ModelRegistry()
+    reg.add(EmbeddingModel("m", enc, cfg.limits))
+    with LiveServer(create_app(cfg, registry=reg)) as srv:
+        for kw in ({}, {"prompt_name": "query"}):
+            r = httpx.post(srv.url + "/embed", json={"inputs": TEXTS, "normalize": False, **kw})
+            assert r.status_code == 200, r.text
+            _check(np.array(r.json(), dtype=np.float32), enc.encode(TEXTS, **kw))
 
 
 def test_unknown_module_type_is_one_line(bert_dir, tmp_path):

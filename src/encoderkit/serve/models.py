@@ -53,9 +53,13 @@ def alias_names(given: str, loaded_name: str) -> list[str]:
     return out
 
 
-def _mean_pool_dense(encoder: Any, hidden, mask, prompt_length=None):
-    """Pooled, projected (unnormalized) vectors: the Encoder's own head, as Encoder.encode applies it."""
-    return encoder.pool_hidden(hidden, mask, prompt_length)
+class TokenIds(list):
+    """A text's token ids as the batcher carries them, with how many leading ids are the model's prompt (left out
+    of pooling when the model's Pooling has include_prompt = false, as Encoder.encode does)."""
+
+    def __init__(self, ids: Sequence[int] = (), prompt_length: int = 0):
+        super().__init__(ids)
+        self.prompt_length = prompt_length
 
 
 class EmbeddingModel:
@@ -123,21 +127,22 @@ class EmbeddingModel:
         full = [prefix + t for t in texts] if prefix else list(texts)
         if self.encoder.do_lower_case:
             full = [t.lower() for t in full]
+        skip = self.encoder.prompt_length(prefix) if prefix and not self.encoder.include_prompt else 0
         if direction == "right":
             encs = self.encoder.tokenizer.encode_batch(full)
             out = []
             for i, e in enumerate(encs):
                 if e.overflowing and not truncate:
                     raise InputTooLong(i, len(self._free_tok.encode(full[i]).ids), self.max_length)
-                out.append(list(e.ids))
+                out.append(TokenIds(e.ids, skip))
             return out
         out = []
         for i, e in enumerate(self._free_tok.encode_batch(full)):
-            ids = list(e.ids)
+            ids = TokenIds(e.ids, skip)
             if len(ids) > self.max_length:
                 if not truncate:
                     raise InputTooLong(i, len(ids), self.max_length)
-                ids = self._cut(ids, "left")
+                ids = TokenIds(self._cut(ids, "left"), 0)  # the prompt was cut away from the left
             out.append(ids)
         return out
 
@@ -179,11 +184,12 @@ class EmbeddingModel:
                 mask = np.zeros((len(idx), T), dtype=np.int64)
                 for r, i in enumerate(idx):
                     ids[r, : len(seqs[i])], mask[r, : len(seqs[i])] = seqs[i], 1
-                m = torch.from_numpy(mask)
-                res = enc.model(input_ids=torch.from_numpy(ids), attention_mask=m,
+                m = torch.from_numpy(mask).to(enc.device)
+                res = enc.model(input_ids=torch.from_numpy(ids).to(enc.device), attention_mask=m,
                                 token_type_ids=torch.zeros_like(m))
                 hidden = res.last_hidden_state if hasattr(res, "last_hidden_state") else res  # (B, T, H)
-                v = _mean_pool_dense(enc, hidden, m).float().numpy()
+                skip = [getattr(seqs[i], "prompt_length", 0) for i in idx]
+                v = enc.pool_hidden(hidden, m, torch.tensor(skip) if any(skip) else None).cpu().numpy()  # (B, D)
                 for r, i in enumerate(idx):
                     out[i] = v[r].copy()
         return out  # type: ignore[return-value]
