@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	# the CPU build of torch; an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# PyLate (the ColBERT oracle of tests/test_multivector_encoder.py) pins older sentence-transformers / torch:
+	# installed without its dependencies, which the test extra already provides
+	$(BIN)/pip install --quiet --no-deps pylate==1.6.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0
 	# headless Chromium for the web page's browser tests (Debian packages; skipped when apt is not usable)
 	-bash .ci/install-browser
 	touch $(STAMP)
@@ -21,11 +24,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/encoderkit demo
 
+# 2 pytest-xdist workers, one torch thread each; a test module stays on one worker, long trainings are split
+# off, longest groups first (tests/conftest.py).
+# XDIST="-p no:xdist" runs serially; XDIST="-n 4 --dist loadgroup" for more cores.
+XDIST   ?= -n 2 --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 serve: $(STAMP)
 	$(BIN)/encoderkit serve --model all-MiniLM-L6-v2 --host 127.0.0.1 --port 8080

@@ -1,15 +1,16 @@
-"""encoderkit vs sentence-transformers: same texts, same threads, same model (all-MiniLM-L6-v2), one run.
+"""encoderkit's compute modes vs the peers (sentence-transformers torch, ONNX Runtime, OpenVINO), all-MiniLM-L6-v2,
+the same texts and threads, engines interleaved in one run.
 
-    .venv/bin/python benchmarks/encode_throughput.py [--texts scifact|queries|stdlib] [--n 2000] [--rounds 2]
-        [--compute fp32,int8,bf16] [--threads N]
+    .venv/bin/python benchmarks/encode_throughput.py [--texts queries|scifact|stdlib] [--n 0] [--rounds 3]
+        [--threads 1,2] [--compute fp32,onnx,openvino] [--peers torch,onnx,openvino]
     .venv/bin/python benchmarks/encode_throughput.py --rss [--texts scifact --n 0]
 
-Prints texts/s for each engine, the ratio, the worst and mean cosine of each encoderkit compute mode to
-sentence-transformers' fp32 vectors, and the useful GFLOP/s each engine achieved (FLOPs of the real, unpadded
-tokens) next to the machine's measured fp32 GEMM peak at the same thread count, which is the ceiling: no fp32
-engine can exceed peak / (sentence-transformers' GFLOP/s) times its speed.
-Rounds alternate the engines so that machine noise hits both alike; the best round of each counts.
---rss runs each engine alone in its own process on the same texts and prints its peak resident memory."""
+For each thread count, every engine is loaded with that many threads; then `--rounds` rounds each run every
+engine once over all texts, in turn (so machine noise hits all alike) and the best round counts. Prints one table:
+texts/s, useful GFLOP/s (FLOPs of the real, unpadded tokens), the ratio to the fastest exact peer, and the
+worst / mean cosine to sentence-transformers' fp32 vectors, with the load average before and after.
+Peers are built as benchmarks/_peers.py says. --rss runs encoderkit and sentence-transformers each alone in its
+own process on the same texts and prints its peak resident memory."""
 from __future__ import annotations
 
 import argparse
@@ -45,20 +46,6 @@ def load_texts(kind: str, n: int | None) -> list[str]:
     return texts[:n] if n else texts
 
 
-def gemm_peak(seconds: float = 2.0) -> float:
-    """Best fp32 GFLOP/s of a 1024^3 matrix product at the current thread count (MKL via torch)."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    for _ in range(3):
-        a @ b
-    best, t_end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        best = min(best, (time.perf_counter() - t0) / 5)
-    return 2 * 1024 ** 3 / best / 1e9
-
-
 def useful_flops(encoder, texts: list[str]) -> float:
     """Multiply-add FLOPs of a BERT-style encoder over the real tokens only (no padding): per layer, per token
     2*(4*H^2 + 2*H*F) for the Q/K/V/output and feed-forward GEMMs, plus 2*2*n*H per token for QK^T and AV."""
@@ -75,7 +62,7 @@ def run_one(engine: str, texts: list[str], batch_size: int) -> dict:
     if engine == "encoderkit":
         import encoderkit
 
-        model = encoderkit.load("all-MiniLM-L6-v2")
+        model = encoderkit.load("all-MiniLM-L6-v2", compute=os.environ.get("ENCODERKIT_COMPUTE", "fp32"))
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         vecs = model.encode(texts, batch_size=batch_size, progress=False)
@@ -96,18 +83,22 @@ def run_one(engine: str, texts: list[str], batch_size: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--texts", default="stdlib", choices=["stdlib", "scifact", "queries"])
-    ap.add_argument("--n", type=int, default=2000, help="how many texts (0 = all)")
+    ap.add_argument("--texts", default="queries", choices=["stdlib", "scifact", "queries"],
+                    help="queries: SciFact queries (short); scifact: SciFact abstracts (long, cut at 256 tokens)")
+    ap.add_argument("--n", type=int, default=0, help="how many texts (0 = all)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's default)")
-    ap.add_argument("--compute", default="fp32", help="comma-separated encoderkit compute modes: fp32,int8,bf16")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, one table each")
+    ap.add_argument("--compute", default="fp32,onnx,openvino",
+                    help="encoderkit compute modes: fp32,onnx,openvino,bf16,int8")
+    ap.add_argument("--peers", default="torch,onnx,openvino",
+                    help="sentence-transformers pipeline on: torch,onnx,openvino (see benchmarks/_peers.py)")
     ap.add_argument("--rss", action="store_true", help="each engine in its own process: peak RSS and texts/s")
     ap.add_argument("--engine", choices=["encoderkit", ST], help=argparse.SUPPRESS)  # the --rss child
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     texts = load_texts(args.texts, args.n or None)
+    if args.engine or args.rss:
+        torch.set_num_threads(int(args.threads.split(",")[0]))
     if args.engine:
         print(json.dumps(run_one(args.engine, texts, args.batch_size)))
         return
@@ -115,52 +106,76 @@ def main() -> None:
         print(f"texts: {args.texts} x {len(texts)}, batch {args.batch_size}, each engine alone in a fresh process")
         for engine in (ST, "encoderkit"):
             cmd = [sys.executable, __file__, "--engine", engine, "--texts", args.texts, "--n", str(args.n),
-                   "--batch-size", str(args.batch_size)] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--batch-size", str(args.batch_size), "--threads", args.threads.split(",")[0]]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
             print(f"  {engine:<22} peak RSS {r['peak_rss_mb']:8.1f} MB   {r['texts_per_s']:8.1f} texts/s "
                   f"(load {r['load_s']} s, encode {r['encode_s']} s)")
         return
+    for threads in [int(t) for t in args.threads.split(",")]:
+        bench(texts, args, threads)
 
+
+def bench(texts: list[str], args, threads: int) -> None:
+    """One interleaved run of every engine at `threads` threads; prints its table."""
     import encoderkit
-    from sentence_transformers import SentenceTransformer
+    from _peers import st_model
 
     from encoderkit.checkpoints.hub import packaged_folder
 
-    modes = [m.strip() for m in args.compute.split(",") if m.strip()]
-    ours = {m: encoderkit.load("all-MiniLM-L6-v2", compute=m) for m in modes}
-    ref = SentenceTransformer(str(packaged_folder("sentence-transformers/all-MiniLM-L6-v2")), device="cpu")
-    for m in ours.values():
-        m.encode(texts[:64])
-    ref.encode(texts[:64])  # warm-up
-    names = [ST] + [f"encoderkit {m}" for m in modes]
-    best = {k: float("inf") for k in names}
-    vecs = {}
+    torch.set_num_threads(threads)
+    folder = str(packaged_folder("sentence-transformers/all-MiniLM-L6-v2"))
+    engines: dict[str, tuple[str, object]] = {}  # label -> (kind, model)
+    for p in [p.strip() for p in args.peers.split(",") if p.strip()]:
+        try:
+            m, label = st_model(folder, p, threads)
+            engines[label] = ("peer", m)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run here is named, not fatal
+            print(f"  (peer {p} skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    for m in [m.strip() for m in args.compute.split(",") if m.strip()]:
+        try:
+            enc = encoderkit.load(folder, compute=m)
+            engines[f"encoderkit compute={m}"] = ("ours", enc)
+        except Exception as e:  # noqa: BLE001
+            print(f"  (encoderkit compute={m} skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]})")
+
+    def run(kind: str, model) -> np.ndarray:
+        if kind == "peer":
+            return model.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
+        return model.encode(texts, batch_size=args.batch_size, progress=False)
+
+    for kind, model in engines.values():  # warm-up: first-shape compilation, caches
+        run(kind, model) if len(texts) <= 64 else (model.encode(texts[:64], batch_size=args.batch_size))
+    load_before = os.getloadavg()
+    best = {k: float("inf") for k in engines}
+    vecs: dict[str, np.ndarray] = {}
     for _ in range(args.rounds):
-        for name in names:
+        for label, (kind, model) in engines.items():
             t0 = time.perf_counter()
-            if name == ST:
-                vecs[name] = ref.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
-            else:
-                vecs[name] = ours[name.split()[1]].encode(texts, batch_size=args.batch_size, progress=False)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    flops = useful_flops(next(iter(ours.values())), texts)
-    peak = gemm_peak()
+            vecs[label] = run(kind, model)
+            best[label] = min(best[label], time.perf_counter() - t0)
+    load_after = os.getloadavg()
+    ours = next((m for k, m in engines.values() if k == "ours"), None)
+    flops = useful_flops(ours, texts) if ours is not None else float("nan")
     rate = {k: len(texts) / v for k, v in best.items()}
-    print(f"texts: {args.texts} x {len(texts)} (mean {np.mean([len(t) for t in texts]):.0f} chars), "
-          f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, best of {args.rounds} rounds")
-    print(f"  fp32 GEMM peak (1024^3, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s; "
-          f"useful work {flops / len(texts) / 1e9:.3f} GFLOP per text")
-    b = vecs[ST] / np.linalg.norm(vecs[ST], axis=1, keepdims=True)
-    for k in names:
-        line = (f"  {k:<22} {best[k]:8.2f} s  {rate[k]:8.1f} texts/s  {flops / best[k] / 1e9:6.1f} GFLOP/s "
-                f"({100 * flops / best[k] / 1e9 / peak:4.1f}% of peak)")
-        if k != ST:
-            a = vecs[k] / np.linalg.norm(vecs[k], axis=1, keepdims=True)
-            cos = (a * b).sum(1)
-            line += f"  ratio {rate[k] / rate[ST]:.2f}x  cosine to fp32 min {cos.min():.7f} mean {cos.mean():.7f}"
-        print(line)
-    print(f"  ceiling for any fp32 engine on this machine: {peak / (flops / best[ST] / 1e9):.2f}x sentence-transformers")
+    ref_label = next((k for k in engines if k.startswith("sentence-transformers torch")), next(iter(engines)))
+    ref = vecs[ref_label] / np.linalg.norm(vecs[ref_label], axis=1, keepdims=True)
+    cos = {}
+    for k, v in vecs.items():
+        c = ((v / np.linalg.norm(v, axis=1, keepdims=True)) * ref).sum(1)
+        cos[k] = (float(c.min()), float(c.mean()))
+    exact_peers = [k for k, (kind, _) in engines.items() if kind == "peer" and cos[k][0] >= 0.99999]
+    best_peer = max(exact_peers, key=lambda k: rate[k]) if exact_peers else None
+    lengths = [len(e.ids) for e in ours.tokenize(texts)] if ours is not None else [0]
+    print(f"\n{args.texts} x {len(texts)} (mean {np.mean(lengths):.0f} tokens, max {max(lengths)}), batch "
+          f"{args.batch_size}, {threads} thread{'s' * (threads > 1)}, best of {args.rounds} interleaved rounds; "
+          f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+    print(f"| engine | texts/s | useful GFLOP/s | vs best exact peer ({best_peer}) | cosine to ST fp32, min / mean |")
+    print("|---|---|---|---|---|")
+    for k in sorted(engines, key=lambda k: rate[k]):
+        ratio = f"{rate[k] / rate[best_peer]:.2f}x" if best_peer else "-"
+        print(f"| {k} | {rate[k]:.1f} | {flops / best[k] / 1e9:.1f} | {ratio} | {cos[k][0]:.7f} / {cos[k][1]:.7f} |")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

