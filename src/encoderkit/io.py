@@ -29,9 +29,30 @@ def _open_text(path: str):
     return p.open(encoding="utf-8", newline="")
 
 
-def read_inputs(path: str, field: str = "text", column: str = "text", fmt: str | None = None) -> Records:
+def render_template(template: str, fields: dict, where: str) -> str:
+    """`template` ("{title} {text}") filled from a record's fields; a missing field is a ValueError naming
+    `where` (file:line) and the fields there are. A missing or empty value leaves no stray spaces."""
+    import string
+
+    names = [n for _, n, _, _ in string.Formatter().parse(template) if n]
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise ValueError(f"{where}: the template {template!r} names field {missing[0]!r}, which this record does not "
+                         f"have (fields: {', '.join(map(str, fields)) or 'none'})")
+    values = {n: "" if fields[n] is None else str(fields[n]) for n in names}
+    return template.format_map(values).strip() if values else template
+
+
+def title_template(title_field: str, text_field: str = "text") -> str:
+    """The template `--title-field F` stands for: the title, a space, the text."""
+    return "{" + title_field + "} {" + text_field + "}"
+
+
+def read_inputs(path: str, field: str = "text", column: str = "text", fmt: str | None = None,
+                template: str | None = None) -> Records:
     """Texts from a .txt file (one per non-blank line), .jsonl (`field` of each object), .csv (`column`),
-    or '-' for stdin lines. Errors name the file and line."""
+    or '-' for stdin lines. Errors name the file and line. `template` ("{title} {text}") builds each text from
+    the record's fields instead (in a .txt file the line is {text})."""
     fmt = fmt or {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(Path(path).suffix.lower(), "txt")
     texts, ids = [], []
     try:
@@ -48,20 +69,22 @@ def read_inputs(path: str, field: str = "text", column: str = "text", fmt: str |
                         raise ValueError(f"{path}:{n}: no field {field!r} in this record (choose one with --field)")
                     if not isinstance(obj[field], str):
                         raise ValueError(f"{path}:{n}: field {field!r} is a {type(obj[field]).__name__}, expected text")
-                    texts.append(obj[field])
+                    texts.append(render_template(template, {"text": obj[field], **obj}, f"{path}:{n}")
+                                 if template else obj[field])
                     ids.append(obj.get("id", obj.get("_id", n)))
             elif fmt in ("csv", "tsv"):
                 reader = csv.DictReader(fh, delimiter="\t" if fmt == "tsv" else ",")
                 if reader.fieldnames is None or column not in reader.fieldnames:
                     raise ValueError(f"{path}: no column {column!r} (columns: {reader.fieldnames}); choose one with --column")
                 for n, row in enumerate(reader, 2):
-                    texts.append(row[column] or "")
+                    text = row[column] or ""
+                    texts.append(render_template(template, {"text": text, **row}, f"{path}:{n}") if template else text)
                     ids.append(row.get("id", n))
             else:
                 for n, line in enumerate(fh, 1):
                     line = line.rstrip("\r\n")
                     if line.strip():
-                        texts.append(line)
+                        texts.append(render_template(template, {"text": line}, f"{path}:{n}") if template else line)
                         ids.append(n)
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None

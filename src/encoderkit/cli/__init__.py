@@ -9,9 +9,17 @@ import pkgutil
 import sys
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every subcommand module's commands attached."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand module's commands attached. `command`: the command about to run (""
+    for none, e.g. `encoderkit --help`); commands whose options are expensive to build (train imports torch for
+    its recipes) build them only when they are the one running. None builds everything."""
+    from encoderkit import __version__
+    from encoderkit.cli import _common
+
+    _common.INVOKED = command
     parser = argparse.ArgumentParser(prog="encoderkit", description="Build, load, train and use neural encoders.")
+    parser.add_argument("--version", action="version", version=f"encoderkit {__version__}",
+                        help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -26,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse argv and run the chosen command; errors become one readable line and exit code 2."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

@@ -5,6 +5,13 @@ import json
 import sys
 from typing import Any
 
+INVOKED: str | None = None  # the command being run ("" for none); None: build every command's full options
+
+
+def builds(command: str) -> bool:
+    """Whether `command`'s full options should be built now (always, unless another command is running)."""
+    return INVOKED is None or INVOKED == command
+
 
 def add_json_flag(parser) -> None:
     """Every command that prints results takes --json."""

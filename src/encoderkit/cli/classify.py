@@ -11,7 +11,7 @@ def register(sub) -> None:
     p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "a photo of a cat,a photo of a dog"')
     p.add_argument("--template", default="{}", help="label template, e.g. 'a photo of a {}' (default: the label itself)")
     p.add_argument("--top-k", type=int, default=1, help="show the k best labels per input (default 1)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass (default 32)")
     add_json_flag(p)
     p.set_defaults(func=run_classify)
 

@@ -20,10 +20,12 @@ QUESTIONS = [
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="semantic search over the standard library's docstrings (the main job)")
-    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="model name or folder (default all-MiniLM-L6-v2)")
     p.add_argument("-k", type=int, default=5, help="hits per question (default 5)")
     p.add_argument("-q", "--question", action="append", help="your own question (repeatable)")
-    p.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"],
+                   help="search mode (default hybrid: vector and keyword fused)")
     p.add_argument("--collection", default="stdlib-demo",
                    help="collection name or path (default: stdlib-demo under $ENCODERKIT_HOME/collections)")
     p.add_argument("--store", metavar="DIR", help="directory holding collections")

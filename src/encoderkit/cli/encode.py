@@ -11,8 +11,8 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="encode texts from a file (or stdin) into vectors")
-    p.add_argument("input", nargs="+", help="a .txt (one text per line), .jsonl, .csv file, or - for stdin "
-                   "(several files with --engine ray)")
+    p.add_argument("input", nargs="+", help="a .txt (one text per non-blank line; `index add` reads a .txt as one "
+                   "document unless --lines), .jsonl, .csv file, or - for stdin (several files with --engine ray)")
     p.add_argument("-o", "--output", required=True, help="where to write vectors: .npy or .jsonl (.parquet with --engine ray)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process; ray: Ray Data with an actor pool (see --actors, --ray-address)")
@@ -21,23 +21,35 @@ def register(sub) -> None:
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
     p.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--column", default="text", help="CSV column holding the text (default: text)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--precision", default="float32",
-                   choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"])
-    p.add_argument("--compute", choices=["fp32", "bf16", "int8"], default="fp32",
+                   choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"],
+                   help="stored vector type (default float32); int8/uint8 bucket each dimension, binary packs sign "
+                        "bits 8 per byte")
+    p.add_argument("--compute", choices=["fp32", "bf16", "int8", "onnx", "openvino", "auto"], default="fp32",
                    help="compute precision: fp32 (exact, default), bf16, or int8 dynamic quantization (faster, "
-                        "approximate; see benchmarks/encode_throughput.py for the cosine to fp32)")
+                        "approximate; see benchmarks/encode_throughput.py for the cosine to fp32); onnx / openvino: "
+                        "exact, the backbone exported and run by ONNX Runtime / OpenVINO; auto: the fastest exact "
+                        "engine installed (pip install 'encoderkit[fast]')")
     p.add_argument("--dimensions", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
     p.add_argument("--prompt", default=None, help="text prefix for every input (e.g. 'query: ')")
     norm = p.add_mutually_exclusive_group()
-    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None)
-    norm.add_argument("--no-normalize", dest="normalize", action="store_false")
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
+                      help="unit-length vectors (default: what the model's pipeline says)")
+    norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="raw pooled vectors")
     p.add_argument("--no-truncate", action="store_true", help="fail on inputs longer than the model's limit")
+    p.add_argument("--title-field", metavar="FIELD", help="embed this JSONL/CSV field before the text: the same as "
+                                                           "--template '{FIELD} {text}'")
+    p.add_argument("--template", metavar="TEXT", help="what is embedded, from each record's fields, e.g. "
+                                                      "'{title} {text}' ({text} is the --field / --column)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     add_json_flag(p)
     p.set_defaults(func=run_encode)
 
     q = sub.add_parser("info", help="describe a model: family, layers, sizes, pooling")
-    q.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    q.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
+    q.add_argument("--compute", choices=["fp32", "bf16", "int8", "onnx", "openvino", "auto"], default="fp32",
+                   help="show the model as loaded with this compute mode (the engine is named in the output)")
     add_json_flag(q)
     q.set_defaults(func=run_info)
 
@@ -48,7 +60,11 @@ def run_encode(args) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    _check_output(args)  # before any model loads or text is encoded
+    template = _template(args)
     if args.engine == "ray":
+        if template is not None:
+            raise ValueError("--title-field / --template apply to the local engine")
         if args.compute != "fp32":
             raise ValueError("--compute applies to the local engine; the Ray engine encodes in fp32")
         from encoderkit.distributed.ray_encode import ray_encode
@@ -64,12 +80,15 @@ def run_encode(args) -> int:
         return 0
     if len(args.input) != 1:
         raise ValueError("the local engine takes one input file (use --engine ray for several)")
-    records = read_inputs(args.input[0], field=args.field, column=args.column)
+    records = read_inputs(args.input[0], field=args.field, column=args.column, template=template)
     enc = encoderkit.load(args.model, compute=args.compute)
+    if args.dimensions is not None and not 0 < args.dimensions <= enc.dim:
+        raise ValueError(f"--dimensions must be between 1 and {enc.dim} for {enc.name}, got {args.dimensions}")
     t0 = time.perf_counter()
     vectors = enc.encode(records.texts, batch_size=args.batch_size, normalize=args.normalize,
                          precision=args.precision, dimensions=args.dimensions, prompt=args.prompt,
-                         truncate=not args.no_truncate, progress=None if not args.json else False)
+                         truncate=not args.no_truncate,
+                         progress=True if args.progress else (False if args.json else None))
     seconds = time.perf_counter() - t0
     out = write_vectors(args.output, vectors, records)
     summary = {"count": len(records.texts), "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
@@ -84,10 +103,39 @@ def run_encode(args) -> int:
     return 0
 
 
+OUTPUTS = {"local": (".npy", ".jsonl"), "ray": (".parquet",)}
+
+
+def _check_output(args) -> None:
+    """The output's format and folder are checked before any work: a bad one must not cost an encoding run."""
+    from pathlib import Path
+
+    out = Path(args.output).expanduser()
+    allowed = OUTPUTS[args.engine]
+    if out.suffix.lower() not in allowed:
+        raise ValueError(f"--output {args.output!r}: the {args.engine} engine writes {' or '.join(allowed)} "
+                         f"(got {out.suffix or 'no extension'}); nothing was encoded")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--output {args.output!r}: folder {str(out.parent)!r} does not exist; nothing was "
+                                "encoded")
+    if args.dimensions is not None and args.dimensions < 1:
+        raise ValueError("--dimensions must be at least 1")
+
+
+def _template(args) -> str | None:
+    if args.title_field and args.template:
+        raise ValueError("give --title-field or --template, not both (--title-field F is --template '{F} {text}')")
+    if args.title_field:
+        from encoderkit.io import title_template
+
+        return title_template(args.title_field)
+    return args.template
+
+
 def run_info(args) -> int:
     import encoderkit
 
-    info = encoderkit.load(args.model).info()
+    info = encoderkit.load(args.model, compute=args.compute).info()
     if args.json:
         emit_json(info)
     else:

@@ -13,22 +13,24 @@ def register(sub) -> None:
 
     p = esub.add_parser("beir", help="NDCG@10, Recall@100, MRR@10, MAP@100 on a BEIR folder")
     p.add_argument("path", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="model name or folder (default all-MiniLM-L6-v2)")
     p.add_argument("--mode", default="vector", type=_modes,
                    help="vector, keyword or hybrid; several comma-separated (e.g. vector,keyword,hybrid) or 'all' "
                         "encode the corpus once and compare")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart of the metrics per mode")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="qrels split to score (default test)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
-    p.add_argument("--rerank-top", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     add_json_flag(p)
     p.set_defaults(func=cmd_beir)
 
     p = esub.add_parser("sts", help="Spearman of cosine vs gold on STS Benchmark pairs")
     p.add_argument("path", help="an sts-*.csv file or the stsbenchmark folder (uses sts-test.csv)")
-    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="model name or folder (default all-MiniLM-L6-v2)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     add_json_flag(p)
     p.set_defaults(func=cmd_sts)
 

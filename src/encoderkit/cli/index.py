@@ -12,6 +12,7 @@ from pathlib import Path
 from encoderkit.cli._common import add_json_flag, emit_json
 
 PG_SCHEMES = ("postgresql://", "postgres://")
+NAME_HELP = "collection name (under --store), or a postgresql://...?collection=NAME URL"
 
 
 def _store_flag(p) -> None:
@@ -108,20 +109,33 @@ def register(sub) -> None:
     idx.set_defaults(func=lambda args: (idx.print_help(), 2)[1])
 
     p = isub.add_parser("create", help="create an empty collection for a model")
-    p.add_argument("name")
-    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="model name or folder whose vectors the collection holds (default all-MiniLM-L6-v2)")
     p.add_argument("--index", default="Flat", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,PQ16")
-    p.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"])
+    p.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="vector similarity (default cosine)")
     _store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_create)
 
-    p = isub.add_parser("add", help="ingest files or directories (.txt .md .jsonl .csv; images with a CLIP model)")
-    p.add_argument("name")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("-m", "--model", help="create the collection with this model if it does not exist; with an "
-                                         "image-text model (CLIP, SigLIP) image files are embedded by its image tower "
-                                         "and text queries use its text tower")
+    p = isub.add_parser("add", help="ingest files or directories (.txt .md .jsonl .csv; images with a CLIP model)",
+                        description="Add documents: a .txt or .md file is ONE document (long ones are chunked; "
+                                    "--lines makes each non-blank line a document, as `encoderkit encode` reads it), "
+                                    ".jsonl one per line, .csv one per row; folders recursively. The collection's "
+                                    "own model embeds them.")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (.txt .md .jsonl .csv; images for a "
+                                                           "CLIP collection)")
+    p.add_argument("-m", "--model", help="only needed to create the collection on first add (an existing collection "
+                                         "uses the model it records); with an image-text model (CLIP, SigLIP) image "
+                                         "files are embedded by its image tower and text queries use its text tower")
+    p.add_argument("--lines", action="store_true", help=".txt/.md files hold one document per non-blank line "
+                                                        "(default: each file is one document, chunked when long)")
+    p.add_argument("--title-field", metavar="FIELD", help="embed this JSONL/CSV field before the text: the same as "
+                                                           "--template '{FIELD} {text}'")
+    p.add_argument("--template", metavar="TEXT", help="the text stored and embedded, from the record's fields, e.g. "
+                                                      "'{title} {text}' ({text} is the --text-field)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk (default: model max - 2; 0: no split)")
     p.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks (default 32)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per committed batch (default 256)")
@@ -131,15 +145,19 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_add)
 
+    from encoderkit.cli._index_docs import register_docs
+
+    register_docs(isub, NAME_HELP, _store_flag, _database_errors, lambda args: _open(args))
+
     p = isub.add_parser("info", help="model, index, size and an integrity check of a collection")
-    p.add_argument("name")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--check", action="store_true", help="also verify that table, FTS and vector index agree")
     _store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_info)
 
     p = isub.add_parser("delete", help="delete a whole collection, or documents of it (--ids / --where)")
-    p.add_argument("name")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--ids", nargs="+", help="delete only these documents")
     p.add_argument("--where", help="delete only documents matching this metadata filter (JSON)")
     _store_flag(p)
@@ -152,8 +170,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("search", help="search a collection: vector, keyword or hybrid, with filters and reranking")
-    p.add_argument("name")
-    p.add_argument("query")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("query", help="what to look for, in words (an image collection is searched by its text tower)")
     p.add_argument("-k", type=int, default=10, help="results (default 10)")
     p.add_argument("--mode", default=None, choices=["vector", "keyword", "hybrid"],
                    help="default hybrid; vector for image collections (their text is only the file name)")
@@ -167,8 +185,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("dedup", help="groups of near-duplicate documents (cosine >= threshold)")
-    p.add_argument("name")
-    p.add_argument("--threshold", type=float, default=0.95)
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("--threshold", type=float, default=0.95, help="cosine at or above which two documents are "
+                                                                  "near-duplicates (default 0.95)")
     p.add_argument("--neighbors", type=int, default=16, help="neighbours asked per document (doubled when all pass)")
     _store_flag(p)
     add_json_flag(p)
@@ -212,15 +231,17 @@ def _image_tower(model: str):
     import encoderkit
 
     enc = encoderkit.load(model)
-    if "image" not in getattr(enc.family, "towers", ()):
+    if "image" not in getattr(getattr(enc, "family", None), "towers", ()):
         return enc, None
     return enc, encoderkit.load(model, modality="image")
 
 
 @_database_errors
 def cmd_add(args) -> int:
+    from encoderkit.cli._add_options import ingest_options, same_model
     from encoderkit.store.images import ingest_images, is_image_collection
 
+    template = ingest_options(args)
     exists = _exists(args)
     model = args.model
     if model is not None and Path(model).expanduser().exists():
@@ -228,22 +249,27 @@ def cmd_add(args) -> int:
     if not exists and model is None:
         raise FileNotFoundError(f"no collection {args.name!r} {_where(args)}; create it with {_create_hint(args)} "
                                 "or pass --model")
-    text_enc = image_enc = None
-    if model is not None:
-        text_enc, image_enc = _image_tower(model)
-    col = _open(args, must_exist=False, encoder=None if exists else text_enc)
-    try:
-        if exists and model is not None and model != col.model and args.model != col.model:
+    progress = True if args.progress else (False if args.json else None)
+    image_enc = None
+    if exists:  # the collection's own model; --model only has to agree with it (aliases resolved)
+        col = _open(args)
+        if model is not None and not same_model(model, col.model):
+            col.close()
             raise ValueError(f"collection {args.name!r} was built with model {col.model!r}, not {args.model!r}; "
-                             "drop --model or create a new collection")
-        if image_enc is None and (is_image_collection(col) or "image" in getattr(getattr(col.encoder, "family", None), "towers", ())):
+                             "drop --model (the collection knows its model) or create a new collection")
+    else:
+        text_enc, image_enc = _image_tower(model)
+        col = _open(args, must_exist=False, encoder=text_enc)
+    try:
+        if image_enc is None and exists and (is_image_collection(col) or "image" in getattr(
+                getattr(col.encoder, "family", None), "towers", ())):
             _, image_enc = _image_tower(col.meta.get("image_model") or col.model)  # a CLIP collection takes images
         if image_enc is not None:
-            report = ingest_images(col, args.paths, image_enc, progress=None if not args.json else False)
+            report = ingest_images(col, args.paths, image_enc, progress=progress)
         else:
             report = col.ingest(args.paths, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
                                 batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
-                                progress=None if not args.json else False)
+                                lines=args.lines, template=template, progress=progress)
         total = col.count()
     finally:
         col.close()
@@ -389,15 +415,27 @@ def cmd_search(args) -> int:
     col = _open(args)
     try:
         mode = args.mode or ("vector" if is_image_collection(col) else "hybrid")
+        if is_image_collection(col) and mode in ("keyword", "hybrid"):
+            raise ValueError(f"{args.name!r} is an image collection: its only text is each file's name, so "
+                             f"--mode {mode} finds nothing; search it with --mode vector (the default)")
         hits = col.search(args.query, k=args.k, mode=mode, where=args.where, rerank=args.rerank,
                           rerank_top=args.rerank_top, fusion=args.fusion, alpha=args.alpha)
+        why = None
+        if not hits:
+            from encoderkit.tasks.explain import explain_empty
+
+            store = f" --store {args.store}" if args.store and not _is_pg(args.store) else ""
+            why = explain_empty(col, where=args.where, mode=mode,
+                                add_hint=f"`encoderkit index add {args.name}{store} FILE_OR_FOLDER`")
     finally:
         col.close()
     if args.json:
+        if why:
+            print(f"no results: {why}", file=sys.stderr)
         emit_json([h.to_dict() for h in hits])
         return 0
     if not hits:
-        print("no results")
+        print("no results" if not why else f"no results: {why}")
         return 0
     width = max(2, min(32, max(len(h.id) for h in hits)))
     term = shutil.get_terminal_size((120, 20)).columns

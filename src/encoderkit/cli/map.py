@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("-k", type=int, default=10, help="hits to mark with --query (default 10)")
     p.add_argument("--limit", type=int, default=5000, help="at most this many documents (a seeded sample beyond)")
     p.add_argument("--labels", action="store_true", help="write each point's id next to it (small collections)")
-    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
     add_json_flag(p)
     p.set_defaults(func=run_map)
 

@@ -10,14 +10,19 @@ from encoderkit.cli._common import add_json_flag, emit_json
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve embeddings, rerank and search over HTTP (OpenAI, Ollama, TEI APIs)")
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
-                   help="embedding model to serve (repeat for several; default all-MiniLM-L6-v2)")
+                   help="embedding model to load at start for the OpenAI/Ollama/TEI APIs (repeat for several; default "
+                        "all-MiniLM-L6-v2). Collections need no flag: each one's own model loads on first use")
+    p.add_argument("--max-models", type=int, default=2, metavar="N",
+                   help="models kept loaded for collections besides the --model ones; the least recently used "
+                        "is unloaded beyond N (default 2)")
     p.add_argument("--rerank-model", action="append", dest="rerank_models", default=[], metavar="NAME",
                    help="cross-encoder for /rerank and search rerank (repeatable)")
     p.add_argument("--store", default=None, metavar="DIR|URL",
-                   help="collections served under /collections: a folder (one sub-folder each) or a PostgreSQL "
-                        "database with pgvector, postgresql://user@host:port/db (one table each)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+                   help="collections served under /collections: a folder (one sub-folder each; default "
+                        "$ENCODERKIT_HOME/collections, as every other command) or a PostgreSQL database with "
+                        "pgvector, postgresql://user@host:port/db (one table each)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--api-keys", default=None, metavar="FILE", help="API-key file (make keys: encoderkit keys add)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys")
     p.add_argument("--max-batch-tokens", type=int, default=8192, help="padded tokens per forward batch")
@@ -31,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all allowed CPUs)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="server log detail (default info; debug also logs each request)")
     p.set_defaults(func=run_serve)
 
     k = sub.add_parser("keys", help="manage the server's API keys (stored hashed)")
@@ -45,12 +51,12 @@ def register(sub) -> None:
     add_json_flag(a)
     a.set_defaults(func=run_keys_add)
     ls = ks.add_parser("list", help="list keys (ids, roles, grants; never the keys)")
-    ls.add_argument("--file", required=True)
+    ls.add_argument("--file", required=True, help="the API-key file")
     add_json_flag(ls)
     ls.set_defaults(func=run_keys_list)
     rv = ks.add_parser("revoke", help="remove a key by id (a running server notices within a second)")
-    rv.add_argument("--file", required=True)
-    rv.add_argument("id")
+    rv.add_argument("--file", required=True, help="the API-key file")
+    rv.add_argument("id", help="the key's id (`encoderkit keys list` shows them)")
     add_json_flag(rv)
     rv.set_defaults(func=run_keys_revoke)
 
@@ -65,11 +71,16 @@ def run_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    for flag in ("max_batch_tokens", "max_queue", "max_inputs", "port"):
+    for flag in ("max_batch_tokens", "max_queue", "max_inputs", "port", "max_models"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    store = args.store
+    if store is None:  # the same place `encoderkit index` puts collections
+        from encoderkit.store import collection_path
+
+        store = str(collection_path("x").parent)
     cfg = ServeConfig(models=args.models or ["all-MiniLM-L6-v2"], rerank_models=args.rerank_models,
-                      store=args.store, host=args.host, port=args.port, api_keys=args.api_keys,
+                      store=store, max_models=args.max_models, host=args.host, port=args.port, api_keys=args.api_keys,
                       insecure=args.insecure, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                       max_queue=args.max_queue, batching=not args.no_batching, max_inputs=args.max_inputs,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024), auto_truncate=args.auto_truncate,

@@ -5,20 +5,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from encoderkit.cli._common import add_json_flag, emit_json
+from encoderkit.cli._common import add_json_flag, builds, emit_json
 
 
 def register(subparsers) -> None:
-    """Add train / reconstruct / anomaly / probe."""
-    from encoderkit.train.recipes import recipes
+    """Add train / reconstruct / anomaly / probe. The recipes (which import torch) are built only when `train`
+    is the command being run, so `encoderkit --help` stays fast."""
+    p = subparsers.add_parser("train", help="train an encoder with a named recipe; writes a run folder "
+                                            "(`encoderkit train --help` lists the recipes)")
+    if builds("train"):
+        from encoderkit.train.recipes import recipes
 
-    p = subparsers.add_parser("train", help="train an encoder with a named recipe; writes a run folder")
-    rsub = p.add_subparsers(dest="recipe", metavar="RECIPE")
-    for name, recipe in recipes().items():
-        rp = rsub.add_parser(name, help=recipe.help, description=recipe.help)
-        recipe.add_arguments(rp)
-        add_json_flag(rp)
-        rp.set_defaults(func=_train, recipe_run=recipe.run)
+        rsub = p.add_subparsers(dest="recipe", metavar="RECIPE")
+        for name, recipe in recipes().items():
+            rp = rsub.add_parser(name, help=recipe.help, description=recipe.help)
+            recipe.add_arguments(rp)
+            add_json_flag(rp)
+            rp.set_defaults(func=_train, recipe_run=recipe.run)
     p.set_defaults(func=lambda a: _no_recipe(p))
 
     r = subparsers.add_parser("reconstruct", help="reconstruct inputs with a trained autoencoder run")
@@ -33,7 +36,8 @@ def register(subparsers) -> None:
     a = subparsers.add_parser("anomaly", help="score inputs as anomalous against a run's training data")
     a.add_argument("run", help="run folder")
     a.add_argument("data", help="inputs to score")
-    a.add_argument("--method", choices=["reconstruction", "knn"], default="reconstruction")
+    a.add_argument("--method", choices=["reconstruction", "knn"], default="reconstruction",
+                   help="score by reconstruction error or by distance to the k nearest normal examples")
     a.add_argument("--train-data", help="normal data for the threshold / k-NN (default: the run's own training data)")
     a.add_argument("--quantile", type=float, default=0.95, help="threshold = this quantile of normal scores")
     a.add_argument("--k", type=int, default=5, help="neighbours for --method knn")

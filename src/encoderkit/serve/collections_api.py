@@ -1,5 +1,5 @@
 """Collections over HTTP: create / list / drop, add / upsert / delete documents, search (vector, keyword,
-hybrid; `where` filters; optional cross-encoder rerank). Queries and documents are embedded through the
+sparse, late, hybrid of any of these; `where` filters; optional cross-encoder rerank). Queries and documents are embedded through the
 model's dynamic batcher; SQLite and FAISS (or PostgreSQL) work runs in worker threads. The store is a folder
 (one sub-folder per collection) or a PostgreSQL database with pgvector (postgresql://user@host:port/db: one
 table per collection)."""
@@ -47,6 +47,7 @@ class CollectionManager:
             self.root = Path(root).expanduser()
             self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
+        self.models: Any = None  # CollectionModels, made on first use (serve/state.py)
         self._open: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -112,7 +113,8 @@ class CollectionManager:
             self._open[name] = coll
             return coll
 
-    def create(self, name: str, model: EmbeddingModel, index: str, metric: str) -> Any:
+    def create(self, name: str, model: EmbeddingModel, index: str, metric: str, kinds: list[str] | None = None,
+               late_index: str | None = None) -> Any:
         from encoderkit.store.collection import Collection
 
         path = self._path(name)
@@ -122,7 +124,8 @@ class CollectionManager:
                                "conflict")
             existed = not self.pg and Path(path).exists()  # a folder of the user's own is never removed
             try:
-                coll = Collection.open(path, encoder=model.encoder, index=index, metric=metric)
+                coll = Collection.open(path, encoder=model.encoder, index=index, metric=metric, kinds=kinds,
+                                       late_index=late_index)
             except ValueError as exc:
                 if not self.pg and not existed:  # both backends check before creating; this is a safety net
                     shutil.rmtree(path, ignore_errors=True)
@@ -150,14 +153,31 @@ class CollectionManager:
             finally:
                 store.close()
 
-    def model_for(self, coll: Any) -> EmbeddingModel:
-        """The served model a collection was built with (424 when this server does not serve it)."""
+    def model_for(self, coll: Any, state: ServerState | None = None) -> EmbeddingModel:
+        """The model a collection was built with: a preloaded (--model) one, else (given the server `state`)
+        loaded on first use into a bounded LRU (--max-models). Blocks while loading: call in a worker thread.
+        424 when it cannot be had."""
         m = self.registry.get(coll.model)
-        if m is None:
-            name = coll.store.name if self.pg else coll.path.name
+        if m is not None:
+            return m
+        name = coll.store.name if self.pg else coll.path.name
+        if state is None:
             raise APIError(424, f"collection {name!r} was built with model {coll.model!r}, which this server "
                                 "does not serve; restart it with --model " + coll.model, "backend")
-        return m
+        with self._lock:
+            if self.models is None:
+                from encoderkit.serve.state import CollectionModels
+
+                self.models = CollectionModels(self.registry, state.config.limits, state.metrics,
+                                               state.config.max_models)
+        try:
+            return self.models.get(coll.model)
+        except Exception as exc:
+            log.warning("cannot load model %r of collection %r: %s", coll.model, name, exc)
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise APIError(424, f"collection {name!r} was built with model {coll.model!r}, which cannot be loaded "
+                                f"here ({detail}); make the model available or restart with --model MODEL",
+                           "backend") from None
 
     def close(self) -> None:
         with self._lock:
@@ -167,6 +187,8 @@ class CollectionManager:
                 except Exception:  # a broken database connection must not stop the others closing
                     log.exception("closing collection %s failed", coll.path)
             self._open.clear()
+        if self.models is not None:
+            self.models.close()
 
 
 def store_error(exc: BaseException) -> APIError:
@@ -182,6 +204,9 @@ class CreateRequest(BaseModel):
     model: str | None = Field(None, description="a served model (default: the first)")
     index: str = Field("Flat", description="FAISS factory string: Flat, HNSW32, IVF1024,Flat ...")
     metric: Literal["cosine", "ip", "l2"] = "cosine"
+    kinds: list[Literal["dense", "sparse", "late"]] | None = Field(
+        None, description="what to hold beside dense vectors (default: every output the model has)")
+    late_index: str | None = Field(None, description="index of the token vectors: Flat (default) or HNSW{m}")
 
 
 class CollectionInfo(BaseModel):
@@ -193,6 +218,8 @@ class CollectionInfo(BaseModel):
     index: str | None = None
     documents: int | None = None
     broken: str | None = Field(None, description="in a listing: why this collection cannot be opened")
+    kinds: list[str] | None = Field(None, description="dense, and sparse / late when it holds them")
+    modes: list[str] | None = Field(None, description="the search modes it offers")
 
 
 class CollectionList(BaseModel):
@@ -232,10 +259,17 @@ class Dropped(BaseModel):
     dropped: str
 
 
+ListName = Literal["vector", "keyword", "sparse", "late"]
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
     k: int = Field(10, ge=1, le=1000)
-    mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    mode: Literal["vector", "keyword", "sparse", "late", "hybrid"] = "vector"
+    modes: list[ListName] | None = Field(None, description="hybrid: the lists to fuse (default: all it holds)")
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    weights: dict[ListName, float] | None = Field(None, description="hybrid: a weight per fused list")
+    alpha: float = Field(0.5, ge=0, le=1, description="weighted vector + keyword fusion: the vector weight")
     where: dict[str, Any] | None = None
     rerank: bool = False
     rerank_top: int = Field(50, ge=1, le=1000)
@@ -252,6 +286,8 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     hits: list[SearchHit]
+    explanation: str | None = Field(None, description="when there are no hits: why (an empty collection, a filter "
+                                                       "on an unknown field or with a value of the wrong type, ...)")
 
 
 # ------------------------------------------------------------------ routes
@@ -264,7 +300,7 @@ def _manager(state: ServerState) -> CollectionManager:
 
 def _info(name: str, coll: Any) -> dict:
     return {"name": name, "model": coll.model, "dim": coll.dim, "metric": coll.metric, "index": coll.factory,
-            "documents": coll.count()}
+            "documents": coll.count(), "kinds": list(coll.kinds), "modes": coll.modes()}
 
 
 async def _call(fn, *args, **kw):
@@ -282,7 +318,7 @@ async def create(body: CreateRequest, request: Request, state: ServerState = Dep
     model = state.registry.get(body.model)
     if model is None:
         raise APIError(404, f"model {body.model!r} is not served here", "not_found", param="model")
-    coll = await run_in_threadpool(mgr.create, body.name, model, body.index, body.metric)
+    coll = await run_in_threadpool(mgr.create, body.name, model, body.index, body.metric, body.kinds, body.late_index)
     return await run_in_threadpool(_info, body.name, coll)
 
 
@@ -320,12 +356,29 @@ async def drop(name: str, request: Request, state: ServerState = Depends(server_
 
 
 async def _vectors(state: ServerState, mgr: CollectionManager, coll: Any, texts: list[str]):
-    model = mgr.model_for(coll)
+    model = await run_in_threadpool(mgr.model_for, coll, state)
     try:
         seqs = await run_in_threadpool(model.prepare_texts, texts, truncate=True)
     except InputTooLong as exc:  # pragma: no cover - truncate=True
         raise APIError(413, str(exc), "too_long") from None
     return await embed_checked(state, model, seqs, normalize=coll.metric == "cosine", dimensions=None)
+
+
+async def _other_kinds(state: ServerState, mgr: CollectionManager, coll: Any, texts: list[str], side: str,
+                       which: tuple = ("sparse", "late")) -> dict:
+    """Search / add keywords with the sparse and token vectors of texts, for a collection holding them."""
+    from encoderkit.store.kinds import encode_multivector, encode_sparse
+
+    out, wanted = {}, [k for k in which if k in coll.kinds]
+    enc = (await run_in_threadpool(mgr.model_for, coll, state)).encoder if wanted else None
+    for k in wanted:
+        try:
+            got = await run_in_threadpool(encode_sparse if k == "sparse" else encode_multivector, enc, texts, side)
+        except (ValueError, TypeError) as exc:
+            raise APIError(500, f"model {coll.model} failed to give {k} vectors: {exc}", "backend") from None
+        out["sparse" if k == "sparse" else "multivectors" if side == "document" else "multivector"] = \
+            got if side == "document" or k == "sparse" else got[0]
+    return out
 
 
 async def _write(name: str, body: DocumentsRequest, request: Request, state: ServerState, replace: bool) -> dict:
@@ -348,11 +401,12 @@ async def _write(name: str, body: DocumentsRequest, request: Request, state: Ser
             check_document(d.id if d.id is not None else f"#{i}", d.text, d.metadata)
     except InvalidDocument as exc:
         raise APIError(400, str(exc), "validation", param="documents") from None
-    X = await _vectors(state, mgr, coll, texts)
+    X = await _vectors(state, mgr, coll, texts) if "dense" in coll.kinds else None
+    extra = await _other_kinds(state, mgr, coll, texts, "document")
     ids = None if all(d.id is None for d in docs) else [d.id for d in docs]
     fn = coll.upsert if replace else coll.add
     try:
-        out = await run_in_threadpool(fn, texts, ids=ids, metadatas=[d.metadata for d in docs], vectors=X)
+        out = await run_in_threadpool(fn, texts, ids=ids, metadatas=[d.metadata for d in docs], vectors=X, **extra)
     except InvalidDocument as exc:  # NaN, a 400-digit integer, ...: the client's data, refused before storing
         raise APIError(400, str(exc), "validation", param="documents") from None
     except ValueError as exc:
@@ -405,11 +459,24 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
             raise APIError(424, "rerank asked but this server has no such rerank model; start it with --rerank-model",
                            "backend")
     check_texts([body.query], "query", what="query")
+    if body.mode in ("keyword", "hybrid") and coll.meta.get("modality") == "image":
+        raise APIError(422, f"{name!r} is an image collection: its only text is each file's name, so mode "
+                            f"{body.mode!r} finds nothing; search it with mode 'vector'", "validation", param="mode")
+    if body.mode == "hybrid":
+        lists = body.modes or [m for m in coll.modes() if m != "hybrid"]
+    else:
+        lists = [body.mode]
+    missing = [m for m in lists if m not in coll.modes()]
+    if missing:
+        raise APIError(422, f"collection {name!r} cannot search by {missing[0]} (it holds {', '.join(coll.kinds)} "
+                            f"vectors); its modes: {', '.join(coll.modes())}", "validation", param="mode")
     vector = None
-    if body.mode in ("vector", "hybrid"):
+    if "vector" in lists:
         vector = (await _vectors(state, mgr, coll, [body.query]))[0]
+    extra = await _other_kinds(state, mgr, coll, [body.query], "query", tuple(m for m in lists if m in ("sparse", "late")))
     depth = max(body.k, body.rerank_top) if reranker is not None else body.k
-    hits = await _call(coll.search, body.query, depth, mode=body.mode, where=body.where, vector=vector)
+    hits = await _call(coll.search, body.query, depth, mode=body.mode, where=body.where, vector=vector,
+                       modes=body.modes, fusion=body.fusion, weights=body.weights, alpha=body.alpha, **extra)
     if reranker is not None and hits:
         hits = hits[: body.rerank_top]
         passages = [h.text for h in hits]
@@ -429,4 +496,14 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
             h.scores["rerank"] = float(s)
             h.score = float(s)
         hits = sorted(hits, key=lambda h: -h.score)
+    if not hits:
+        return {"hits": [], "explanation": await run_in_threadpool(_explain, name, coll, body.where, body.mode)}
     return {"hits": [h.to_dict() for h in hits[: body.k]]}
+
+
+def _explain(name: str, coll: Any, where: Any, mode: str) -> str | None:
+    """Why a search found nothing (tasks/explain.py), with how to fill an empty collection."""
+    from encoderkit.tasks.explain import explain_empty
+
+    return explain_empty(coll, where=where, mode=mode, add_hint=f"`encoderkit index add {name} FILE_OR_FOLDER` or "
+                                                                f"POST /collections/{name}/documents")

@@ -27,7 +27,7 @@ class ServeConfig:
     """Everything `encoderkit serve` takes."""
     models: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2"])
     rerank_models: list[str] = field(default_factory=list)
-    store: str | None = None  # folder holding one sub-folder per collection
+    store: str | None = None  # folder holding one sub-folder per collection (the CLI's default: $ENCODERKIT_HOME/collections)
     host: str = "127.0.0.1"
     port: int = 8080
     api_keys: str | None = None  # JSON key file (see auth.py); None = no authentication
@@ -41,6 +41,7 @@ class ServeConfig:
     auto_truncate: bool = False  # OpenAI / TEI default: cut over-long inputs instead of refusing them
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
     switch_interval: float = 0.0005  # sys.setswitchinterval for `run` (see app.run)
+    max_models: int = 2  # models loaded on first use for collections (beyond the preloaded ones), least recent evicted
 
     @property
     def limits(self) -> Limits:
@@ -55,6 +56,65 @@ class ServerState:
         self.config, self.registry, self.metrics = config, registry, metrics
         self.keys, self.collections = keys, collections
         self.started = time.time()
+
+
+class CollectionModels:
+    """The models collections were built with, loaded on first use (`get` blocks: call it in a worker thread) and
+    kept in a least-recently-used set of at most `size`; preloaded (--model) models are never loaded again."""
+
+    def __init__(self, registry: ModelRegistry, limits: Limits, metrics: Metrics | None, size: int):
+        import threading
+        from collections import OrderedDict
+
+        self.registry, self.limits, self.metrics, self.size = registry, limits, metrics, max(1, size)
+        self._models: OrderedDict[str, EmbeddingModel] = OrderedDict()
+        self._lock, self._loading = threading.Lock(), {}
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+    def get(self, name: str) -> EmbeddingModel:
+        """The model `name` (a hub id, alias or folder); loads it (once, even when asked concurrently) and
+        evicts the least recently used one beyond `size`. Raises what loading raises."""
+        served = self.registry.get(name)
+        if served is not None:
+            return served
+        import threading
+
+        with self._lock:
+            if name in self._models:
+                self._models.move_to_end(name)
+                return self._models[name]
+            gate = self._loading.setdefault(name, threading.Lock())
+        with gate:
+            with self._lock:
+                if name in self._models:
+                    return self._models[name]
+            import encoderkit
+
+            t0 = time.perf_counter()
+            model = EmbeddingModel(name, encoderkit.load(name), self.limits, self.metrics)
+            model.load_seconds = time.perf_counter() - t0
+            log.info("loaded model %s for a collection in %.1f s", name, model.load_seconds)
+            evicted = []
+            with self._lock:
+                self._models[name] = model
+                self._loading.pop(name, None)
+                while len(self._models) > self.size:
+                    evicted.append(self._models.popitem(last=False)[1])
+            for old in evicted:  # a request still queued on it gets a 503 asking to retry
+                log.info("unloading model %s (--max-models %d)", old.name, self.size)
+                old.close()
+                if self.metrics is not None:
+                    self.metrics.queue_depth.pop(old.name, None)
+            return model
+
+    def close(self) -> None:
+        with self._lock:
+            models, self._models = list(self._models.values()), type(self._models)()
+        for m in models:
+            m.close()
 
 
 def server_state(request: Request) -> ServerState:

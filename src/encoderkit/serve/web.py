@@ -110,6 +110,10 @@ class Stats(BaseModel):
     sampled: int = Field(0, description="documents the field summary was computed from")
     rerank_models: list[str] = Field(default_factory=list)
     projection_methods: list[str] = Field(default_factory=list)
+    modality: str = Field("text", description="what the vectors embed: text, or image (then only vector search "
+                                              "finds anything: an image's only text is its file name)")
+    modes: list[str] = Field(default_factory=lambda: ["vector", "keyword", "hybrid"],
+                             description="the search modes the collection offers (sparse / late when it holds them)")
 
 
 class MapPoint(BaseModel):
@@ -251,7 +255,7 @@ def summarize_fields(metadatas: list[dict], top: int = 20) -> dict[str, dict]:
 
 
 async def _embed_query(state: ServerState, mgr: Any, coll: Any, text: str):
-    model = mgr.model_for(coll)
+    model = await run_in_threadpool(mgr.model_for, coll, state)
     seqs = await run_in_threadpool(model.prepare_texts, [text], truncate=True)
     return (await embed_checked(state, model, seqs, normalize=coll.metric == "cosine", dimensions=None))[0]
 
@@ -282,7 +286,11 @@ async def stats(name: str, request: Request, state: ServerState = Depends(server
            "documents": info["documents"], "bytes": info["bytes"], "generation": info["generation"],
            "updated": await run_in_threadpool(_updated, coll), "fields": {}, "sampled": 0,
            "rerank_models": [m.name for m in state.registry.rerankers],
-           "projection_methods": ["pca", "umap"] if umap_available() else ["pca"]}
+           "projection_methods": ["pca", "umap"] if umap_available() else ["pca"],
+           "modality": (getattr(coll, "meta", None) or {}).get("modality") or "text",
+           "modes": coll.modes() if hasattr(coll, "modes") else ["vector", "keyword", "hybrid"]}
+    if out["modality"] == "image":  # an image's only text is its file name: keyword and hybrid find nothing
+        out["modes"] = [m for m in out["modes"] if m not in ("keyword", "hybrid")]
     if info["documents"]:
         cmap = await _map(coll, 2000, "pca")
         out["fields"] = await run_in_threadpool(summarize_fields, cmap.metadatas)

@@ -1,64 +1,30 @@
-"""`Collection`: a persistent set of documents searchable by meaning (vectors), by words (BM25) or both.
-A directory holds `collection.db` (SQLite: the truth) and `index.faiss` + `index.json` (a rebuildable cache)."""
+"""`Collection`: a persistent set of documents searchable by meaning (vectors), by words (BM25), by learned sparse
+vectors, by late interaction (token vectors, MaxSim), or a fusion of these (store/kinds.py).
+A directory holds `collection.db` (SQLite: the truth) and `index.faiss` + `index.json` (a rebuildable cache;
+`late.faiss` + `late.json` too when it holds token vectors)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import threading
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
-from encoderkit.store.fusion import rrf, weighted
+from encoderkit.store.kinds import LISTS, KindsMixin, kinds_meta
+from encoderkit.store.records import Hit, collection_path, content_hash  # noqa: F401  (re-exported)
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
-from encoderkit.store.validate import check_collection_name, check_document
+from encoderkit.store.validate import check_document
 
 log = logging.getLogger(__name__)
 
-MODES = ("vector", "keyword", "hybrid")
+MODES = ("vector", "keyword", "sparse", "late", "hybrid")
 DB_NAME, INDEX_NAME = "collection.db", "index.faiss"
-
-
-@dataclass
-class Hit:
-    """One search result (or a fetched document, score None)."""
-    id: str
-    text: str
-    metadata: dict = field(default_factory=dict)
-    score: float | None = None
-    scores: dict = field(default_factory=dict)  # per-stage scores: vector, keyword, fused, rerank
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata,
-                "scores": self.scores}
-
-
-def content_hash(text: str) -> str:
-    """sha256 of the text with whitespace runs collapsed (the exact-duplicate key)."""
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
-
-
-def collection_path(name: str | os.PathLike, store: str | os.PathLike | None = None) -> Path:
-    """Where a collection lives: `store/NAME` if store is given; a path-like NAME as is; else
-    `$ENCODERKIT_HOME/collections/NAME` (default ~/.encoderkit/collections/NAME)."""
-    name = str(name)
-    if name.startswith(("postgresql://", "postgres://")):
-        raise ValueError("a postgresql:// collection is not a directory: open it with Collection.open(url), or "
-                         "on the command line pass the database URL as --store and the collection's NAME")
-    if store is not None:
-        return Path(store).expanduser() / check_collection_name(name)
-    if os.sep in name or name.startswith(".") or name.startswith("~") or Path(name).is_absolute():
-        return Path(name).expanduser()
-    check_collection_name(name)
-    home = Path(os.environ.get("ENCODERKIT_HOME", "~/.encoderkit")).expanduser()
-    return home / "collections" / name
 
 
 def _check_k(k: Any, what: str = "k") -> int:
@@ -75,8 +41,9 @@ def keyword_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
-class Collection:
-    """Documents with metadata, vectors and a keyword index; `search` by vector, keyword or hybrid."""
+class Collection(KindsMixin):
+    """Documents with metadata, vectors and a keyword index (and, by the collection's kinds, sparse vectors and
+    token vectors); `search` by vector, keyword, sparse, late or hybrid."""
 
     def __init__(self, path: Path, store: SQLiteStore, encoder: Any, meta: dict):
         self.path, self.store, self._encoder, self.meta = path, store, encoder, meta
@@ -87,19 +54,23 @@ class Collection:
         self._lock = threading.RLock()
         self._rerankers: dict[str, Any] = {}
         self.ef_search, self.nprobe = 128, 16
+        self._init_kinds()
 
     # ------------------------------------------------------------------ open / close
     @classmethod
     def open(cls, path: str | os.PathLike, encoder: Any = None, *, index: str | None = None, metric: str | None = None,
-             create: bool = True) -> "Collection":
+             create: bool = True, kinds: Sequence[str] | None = None, late_index: str | None = None) -> "Collection":
         """Open (or create) the collection in directory `path`. encoder: an Encoder, a model name, or None
         (loaded by the recorded name when a text query needs vectors). A different model or embedding size
         than the one the collection was built with is refused. A URL postgresql://user@host:port/db?collection=NAME
-        opens collection NAME in that PostgreSQL database instead (pgvector backend, store/pg_collection.py)."""
+        opens collection NAME in that PostgreSQL database instead (pgvector backend, store/pg_collection.py).
+        kinds (at creation): what to hold, any of "dense", "sparse", "late" (default: a SPLADE model's sparse, a
+        ColBERT model's late, else dense; store/kinds.py); late_index: the FAISS factory of the token index."""
         if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
             from encoderkit.store.pg_collection import PgCollection
 
-            return PgCollection.open_url(path, encoder, index=index, metric=metric, create=create)
+            return PgCollection.open_url(path, encoder, index=index, metric=metric, create=create, kinds=kinds,
+                                         late_index=late_index)
         path = Path(path).expanduser()
         db = path / DB_NAME
         if not db.exists():
@@ -111,8 +82,12 @@ class Collection:
             import encoderkit
 
             encoder = encoderkit.load(str(encoder))
+        extra = None
         if not db.exists():  # validate everything before creating anything: a bad --index leaves no folder behind
-            check_factory(index or "Flat", int(encoder.dim), metric or "cosine")
+            extra = kinds_meta(encoder, kinds, late_index)
+            check_factory(index or "Flat", int(extra.get("dim", encoder.dim)), metric or "cosine")
+            if "late_dim" in extra:
+                check_factory(extra["late_index"], int(extra["late_dim"]), "ip")
             path.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(db)
         meta = store.meta()
@@ -121,15 +96,18 @@ class Collection:
                 store.close()
                 raise ValueError(f"collection at {path} has no recorded model; open it with an encoder")
             factory, metric = index or "Flat", metric or "cosine"
-            check_factory(factory, int(encoder.dim), metric)
+            extra = extra or kinds_meta(encoder, kinds, late_index)
+            check_factory(factory, int(extra.get("dim", encoder.dim)), metric)
             with store.transaction():
                 meta = store.meta()  # another process may have created it meanwhile
                 if "model" not in meta:
                     meta = {"model": encoder.name, "dim": str(int(encoder.dim)), "metric": metric, "index": factory,
-                            "uid": uuid.uuid4().hex, "schema": SCHEMA_VERSION, "generation": "0"}
+                            "uid": uuid.uuid4().hex, "schema": SCHEMA_VERSION, "generation": "0",
+                            **extra}
                     store.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta.items())
         else:
-            if encoder is not None and (encoder.name != meta["model"] or int(encoder.dim) != int(meta["dim"])):
+            if encoder is not None and (encoder.name != meta["model"] or int(encoder.dim) != int(meta["dim"])
+                                        and "dense" in meta.get("kinds", "dense").split(",")):
                 store.close()
                 raise ValueError(f"collection at {path} was built with model {meta['model']!r} (dim {meta['dim']}); "
                                  f"the encoder given is {encoder.name!r} (dim {encoder.dim}). Open it with the same "
@@ -162,6 +140,7 @@ class Collection:
             if self._index is not None and self._dirty and self._index.generation == self.store.generation():
                 self._index.save(self.path / INDEX_NAME, self._index.generation, self.meta["uid"])
                 self._dirty = False
+            self._flush_late()
 
     # ------------------------------------------------------------------ encoder / vectors
     @property
@@ -171,7 +150,7 @@ class Collection:
             import encoderkit
 
             self._encoder = encoderkit.load(self.model)
-            if int(self._encoder.dim) != self.dim:
+            if int(self._encoder.dim) != self.dim and "dense" in self.kinds:
                 raise ValueError(f"model {self.model!r} now gives dim {self._encoder.dim}, collection has {self.dim}")
         return self._encoder
 
@@ -189,8 +168,8 @@ class Collection:
 
     def embed(self, texts: Sequence[str], batch_size: int = 32, progress: bool | None = None) -> np.ndarray:
         """Vectors for texts with this collection's model (normalized when the metric is cosine)."""
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
+        if not texts or "dense" not in self.kinds:  # no dense kind: a zero placeholder per document
+            return np.zeros((len(texts), self.dim), np.float32)
         X = self.encoder.encode(list(texts), batch_size=batch_size, normalize=self.metric == "cosine",
                                 progress=progress)
         return self._prepare_vectors(X, len(texts))
@@ -256,7 +235,7 @@ class Collection:
             self._index = None
 
     # ------------------------------------------------------------------ writes
-    def _normalize_docs(self, texts, ids, metadatas, vectors, require_ids: bool):
+    def _normalize_docs(self, texts, ids, metadatas, vectors, require_ids: bool, sparse=None, multivectors=None):
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings (wrap a single text in a list)")
         texts = list(texts)
@@ -279,31 +258,35 @@ class Collection:
         for id_, text, m in zip(ids, texts, metadatas):  # NaN, huge integers, lone surrogates: refused by name
             check_document(id_, text, m)
         X = self.embed(texts) if vectors is None else self._prepare_vectors(vectors, len(texts))
-        return texts, ids, metadatas, X
+        return texts, ids, metadatas, (X, self._encode_kinds(texts, sparse, multivectors))
 
     def add(self, texts: Sequence[str], *, ids: Sequence[str] | None = None, metadatas: Sequence[dict] | None = None,
-            vectors: np.ndarray | None = None) -> list[str]:
-        """Add documents in one transaction (encoded unless `vectors` are given); an existing id is an error."""
-        texts, ids, metadatas, X = self._normalize_docs(texts, ids, metadatas, vectors, require_ids=False)
+            vectors: np.ndarray | None = None, sparse: Any = None, multivectors: Any = None) -> list[str]:
+        """Add documents in one transaction (encoded unless `vectors` / `sparse` (CSR, or {term: weight} dicts) /
+        `multivectors` (list of (tokens, dim) arrays) are given); an existing id is an error."""
+        texts, ids, metadatas, X = self._normalize_docs(texts, ids, metadatas, vectors, False, sparse, multivectors)
         return self._write(ids, texts, metadatas, X, replace=False)
 
     def upsert(self, texts: Sequence[str], *, ids: Sequence[str], metadatas: Sequence[dict] | None = None,
-               vectors: np.ndarray | None = None) -> list[str]:
+               vectors: np.ndarray | None = None, sparse: Any = None, multivectors: Any = None) -> list[str]:
         """Insert or replace documents by id, in one transaction."""
-        texts, ids, metadatas, X = self._normalize_docs(texts, ids, metadatas, vectors, require_ids=True)
+        texts, ids, metadatas, X = self._normalize_docs(texts, ids, metadatas, vectors, True, sparse, multivectors)
         return self._write(ids, texts, metadatas, X, replace=True)
 
     def _write(self, ids, texts, metadatas, X, replace: bool) -> list[str]:
         if not ids:
             return []
+        X, extra = X
         with self._lock:
             hashes = [content_hash(t) for t in texts]
             with self.store.transaction():
                 g0 = self.store.generation()
                 removed = self.store.delete_ids(ids) if replace else []
                 rids = self.store.insert(ids, texts, metadatas, hashes, X)
+                self._write_kinds(rids, extra)
                 g1 = self.store.generation()
             self._after_write(g0, g1, removed, (np.asarray(rids, np.int64), X))
+            self._after_write_late(g0, g1, removed, (rids, extra["late"]) if "late" in extra else None)
         return ids
 
     def delete(self, ids: str | Sequence[str] | None = None, *, where: dict | None = None) -> int:
@@ -320,6 +303,7 @@ class Collection:
                 removed = self.store.delete_ids(ids)
                 g1 = self.store.generation()
             self._after_write(g0, g1, removed, None)
+            self._after_write_late(g0, g1, removed, None)
         return len(removed)
 
     # ------------------------------------------------------------------ reads
@@ -344,17 +328,22 @@ class Collection:
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         return {"path": str(self.path), "model": self.model, "dim": self.dim, "metric": self.metric,
                 "index": self.factory, "documents": self.count(), "generation": self.store.generation(),
-                "bytes": size, "database": str(db)}
+                "bytes": size, "database": str(db), "kinds": list(self.kinds), "modes": self.modes()}
 
     # ------------------------------------------------------------------ search
     def search(self, query: str | np.ndarray, k: int = 10, mode: str = "vector", where: dict | str | None = None,
-               rerank: Any = None, rerank_top: int = 50, *, vector: np.ndarray | None = None, fusion: str = "rrf",
-               alpha: float = 0.5, rrf_k: int = 60, candidates: int | None = None,
+               rerank: Any = None, rerank_top: int = 50, *, vector: np.ndarray | None = None, sparse: Any = None,
+               multivector: np.ndarray | None = None, fusion: str = "rrf", alpha: float = 0.5,
+               weights: Sequence[float] | dict | None = None, modes: Sequence[str] | None = None, rrf_k: int = 60,
+               candidates: int | None = None, late_candidates: int | None = None,
                ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
-        """Top-k documents for a query. mode: vector | keyword | hybrid (RRF k=60, or fusion="weighted" with
-        alpha = vector weight). where: metadata filter applied before top-k. rerank: an object with
-        .score(query, passages) or a cross-encoder name/path, applied to the top `rerank_top`.
-        query may be a vector (vector mode), or pass `vector=` with the text to skip encoding."""
+        """Top-k documents for a query. mode: vector | keyword | sparse | late | hybrid. hybrid fuses `modes` (any of
+        vector, keyword, sparse, late; default vector + keyword + the collection's sparse / late) by RRF (k=60) or
+        fusion="weighted" (min-max normalized scores); `weights` per list (a dict by name, or a sequence in `modes`
+        order; weighted vector + keyword default to alpha, 1 - alpha). where: metadata filter applied before
+        top-k. rerank: an object with .score(query, passages) or a cross-encoder name/path, on the top
+        `rerank_top`. A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
+        query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector."""
         k = _check_k(k)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -365,27 +354,28 @@ class Collection:
             if mode != "vector" or rerank is not None:
                 raise ValueError(f"a vector query needs mode='vector' and no rerank; give text for {mode}/rerank")
             vector = query
+        if mode == "hybrid":
+            names = list(dict.fromkeys(modes)) if modes is not None else [m for m in self.modes() if m != "hybrid"]
+            bad = [m for m in names if m not in LISTS]
+            if bad or not names:
+                raise ValueError(f"hybrid fuses modes among {', '.join(LISTS)}; got {list(modes or [])}")
+        else:
+            names = [mode]
         if rerank is not None:
             rerank_top = _check_k(rerank_top, "rerank_top")
         depth = max(k, rerank_top) if rerank is not None else k
         with self._lock:
             if self.store.is_empty():
+                for m in names:  # the same error for a mode the collection lacks, empty or not
+                    if m in ("sparse", "late"):
+                        self._need(m)
                 return []
             if mode == "hybrid":
                 depth = candidates or max(2 * depth, 100)
-            vec = kw = None
-            if mode in ("vector", "hybrid"):
-                qv = self.embed([text])[0] if vector is None else self._prepare_vectors(vector, 1)[0]
-                vec = self._vector_search(qv, depth, where, ef_search, nprobe)
-            if mode in ("keyword", "hybrid"):
-                kw = self._keyword_search(text, depth, where)
-            if mode == "vector":
-                ranked, parts = vec, {"vector": dict(vec)}
-            elif mode == "keyword":
-                ranked, parts = kw, {"keyword": dict(kw)}
-            else:
-                ranked = rrf([vec, kw], k=rrf_k) if fusion == "rrf" else weighted([vec, kw], [alpha, 1 - alpha])
-                parts = {"vector": dict(vec), "keyword": dict(kw)}
+            parts = self._ranked_lists(names, text, depth, where, vector=vector, sparse=sparse, multivector=multivector,
+                                       late_candidates=late_candidates, ef_search=ef_search, nprobe=nprobe)
+            ranked = parts[mode] if mode != "hybrid" else self._fuse(parts, fusion, weights, alpha, rrf_k)
+            parts = {name: dict(p) for name, p in parts.items()}
             ranked = ranked[:depth]
             rows = self.store.rows_by_rids([r for r, _ in ranked])
         hits = []
@@ -491,6 +481,7 @@ class Collection:
                     extra = np.setdiff1d(ids, rids)
                     problems.append(f"{name} disagrees with the table: {len(missing)} documents missing, "
                                     f"{len(extra)} extra ids")
+            problems += self._kinds_problems(rids)
             return {"ok": not problems, "documents": int(len(rids)), "generation": gen, "problems": problems}
 
     # ------------------------------------------------------------------ ingest (see store/ingest.py)

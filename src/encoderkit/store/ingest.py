@@ -1,5 +1,6 @@
-"""Ingest files into a collection: .txt / .md (one document per file), .jsonl (one per line), .csv (one per
-row), and directories of them. Long documents are split into overlapping token windows; exact duplicates
+"""Ingest files into a collection: .txt / .md (one document per file, or one per non-blank line with
+lines=True), .jsonl (one per line), .csv (one per row), and directories of them. `template` ("{title} {text}")
+sets the text stored and embedded from a record's fields. Long documents are split into overlapping token windows; exact duplicates
 are skipped by content hash; documents are committed in batches, so an interrupted run can simply be re-run."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from encoderkit.io import render_template
 from encoderkit.store.collection import content_hash
 from encoderkit.store.validate import INT_MAX, INT_MIN, check_value, surrogate_at
 
@@ -69,16 +71,21 @@ def _convert(value: str) -> Any:
     return int(value) if INT_MIN <= int(value) <= INT_MAX else value
 
 
-def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str = "id") -> list[RawDoc]:
+def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str = "id", *, lines: bool = False,
+              template: str | None = None) -> list[RawDoc]:
     """Documents in one file. Raises UnicodeDecodeError / OSError for unreadable files (the caller reports and
-    skips them) and ValueError naming file and line for malformed content."""
+    skips them) and ValueError naming file and line for malformed content. lines: a .txt/.md file holds one
+    document per non-blank line (ids FILE:LINE); template: the text is built from the record's fields."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUFFIXES)}")
     raw = path.read_bytes().decode("utf-8")  # strict: a non-UTF-8 file is reported, not half-read
     source = str(path)
     if suffix in (".txt", ".md"):
-        return [RawDoc(prefix, raw, {"source": source})] if raw.strip() else []
+        if lines:
+            return [RawDoc(f"{prefix}:{n}", _fill(template, {"text": line}, f"{path}:{n}"), {"source": source})
+                    for n, line in enumerate(raw.splitlines(), start=1) if line.strip()]
+        return [RawDoc(prefix, _fill(template, {"text": raw}, str(path)), {"source": source})] if raw.strip() else []
     docs = []
     if suffix == ".jsonl":
         for lineno, line in enumerate(raw.splitlines(), start=1):
@@ -100,6 +107,7 @@ def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str =
                 raise ValueError(f"{path}:{lineno}: field {text_field!r} holds a lone UTF-16 surrogate at character "
                                  f"{surrogate_at(text)}; fix the line")
             check_value(md, f"{path}:{lineno}")  # NaN, Infinity, integers beyond 64 bits: refused by line
+            text = _fill(template, {"text": text, **obj}, f"{path}:{lineno}")
             docs.append(RawDoc(str(id_) if id_ is not None else f"{prefix}:{lineno}", text, md))
         return docs
     reader = csv.DictReader(io.StringIO(raw))
@@ -115,8 +123,28 @@ def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str =
         id_ = row.get(id_field)
         md = {k: _convert(v) for k, v in row.items() if k not in (text_field, id_field) and v is not None}
         md["source"] = source
-        docs.append(RawDoc(id_ or f"{prefix}:{lineno}", row[text_field] or "", md))
+        text = _fill(template, {"text": row[text_field] or "", **row}, f"{path}:{lineno}")
+        docs.append(RawDoc(id_ or f"{prefix}:{lineno}", text, md))
     return [d for d in docs if d.text.strip()]
+
+
+def _fill(template: str | None, fields: dict, where: str) -> str:
+    return fields["text"] if not template else render_template(template, fields, where)
+
+
+def count_documents(path: Path, lines: bool = False) -> int:
+    """About how many documents a file holds (non-blank lines of a .jsonl, rows of a .csv), read cheaply so the
+    progress display can show a total and an ETA before anything is embedded; 0 for unreadable files."""
+    try:
+        raw = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return 0
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl" or (lines and suffix in (".txt", ".md")):
+        return sum(1 for line in raw.splitlines() if line.strip())
+    if suffix == ".csv":
+        return max(0, sum(1 for _ in csv.reader(io.StringIO(raw))) - 1)
+    return 1 if raw.strip() else 0
 
 
 # ---------------------------------------------------------------------- chunking
@@ -158,11 +186,13 @@ def _untruncated(tokenizer: Any) -> Any:
 # ---------------------------------------------------------------------- the run
 def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLike], *, chunk_tokens: int | None = None,
            overlap: int = 32, batch_size: int = 256, text_field: str = "text", id_field: str = "id",
-           progress: bool | None = None, on_commit: Callable[[IngestReport, list[str]], None] | None = None
-           ) -> IngestReport:
+           lines: bool = False, template: str | None = None, progress: bool | None = None,
+           on_commit: Callable[[IngestReport, list[str]], None] | None = None) -> IngestReport:
     """Add files/directories to `collection`. chunk_tokens: window size (default: the model's max_length - 2;
-    0 = never split). Unreadable or non-UTF-8 files are reported in `errors` and skipped; a malformed JSONL
-    or CSV line raises ValueError naming file and line (batches already committed stay)."""
+    0 = never split). lines: .txt/.md files hold one document per non-blank line. template: the text stored and
+    embedded, from the record's fields ("{title} {text}"). Unreadable or non-UTF-8 files are reported in `errors`
+    and skipped; a malformed JSONL or CSV line raises ValueError naming file and line (batches already committed
+    stay). progress: one bar over all documents of all files, with rate and ETA (None: when stderr is a TTY)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if batch_size < 1:
@@ -177,6 +207,8 @@ def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLik
             size = max(16, int(getattr(enc, "max_length", 256)) - 2)
     seen: set[str] = set()
     pending: list[RawDoc] = []
+    weights: list[float] = []  # each source document counts 1 on the progress bar, shared by its chunks
+    bar = _Progress(files, lines, progress)
 
     def commit() -> None:
         if not pending:
@@ -184,40 +216,53 @@ def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLik
         ids = [d.id for d in pending]
         have = collection.store.hashes_by_ids(ids)
         hashes = [content_hash(d.text) for d in pending]
-        fresh = [(d, h) for d, h in zip(pending, hashes) if have.get(d.id) != h]
+        fresh = [(d, h, w) for d, h, w in zip(pending, hashes, weights) if have.get(d.id) != h]
         report.unchanged += len(pending) - len(fresh)
-        taken = collection.store.existing_hashes([h for _, h in fresh])
-        todo = []
-        for d, h in fresh:
+        bar.advance(sum(weights) - sum(w for _, _, w in fresh))
+        taken = collection.store.existing_hashes([h for _, h, _ in fresh])
+        todo, todo_w = [], []
+        for d, h, w in fresh:
             if h in taken and d.id not in have:
                 report.duplicates += 1
+                bar.advance(w)
             else:
                 todo.append(d)
+                todo_w.append(w)
         if todo:
-            collection.upsert([d.text for d in todo], ids=[d.id for d in todo], metadatas=[d.metadata for d in todo])
+            texts = [d.text for d in todo]
+            vectors = None
+            if hasattr(collection, "embed"):  # here, not in upsert: no nested bar; slices move ours within a batch
+                import numpy as np
+
+                step, parts = (32 if bar.on else len(texts)), []
+                for i in range(0, len(texts), step):
+                    parts.append(collection.embed(texts[i:i + step], progress=False))
+                    bar.advance(sum(todo_w[i:i + step]))
+                vectors = np.concatenate(parts)
+            collection.upsert(texts, ids=[d.id for d in todo], metadatas=[d.metadata for d in todo],
+                              **({"vectors": vectors} if vectors is not None else {}))
+            if vectors is None:
+                bar.advance(sum(todo_w))
         report.added += len(todo)
         report.batches += 1
         pending.clear()
+        weights.clear()
+        bar.postfix(report)
         if on_commit is not None:
             on_commit(report, [d.id for d in todo])
 
-    bar = None
-    show = progress if progress is not None else (len(files) > 1 and _isatty())
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(files), desc="ingest", unit="file")
     try:
         for path, prefix in files:
+            expected = bar.expected.get(path, 0)
             try:
-                docs = read_file(path, prefix, text_field, id_field)
+                docs = read_file(path, prefix, text_field, id_field, lines=lines, template=template)
             except (UnicodeDecodeError, OSError) as exc:
                 why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"unreadable ({exc.strerror or exc})"
                 log.warning("skipping %s: %s", path, why)
                 report.errors.append((str(path), why))
-                if bar is not None:
-                    bar.update(1)
+                bar.advance(expected)
                 continue
+            bar.recount(expected, len(docs))  # the quick count and the parsed file may differ (blank texts)
             for doc in docs:
                 parts = chunk_text(doc.text, tokenizer, size, min(overlap, size - 1)) if size else [doc.text]
                 if len(parts) > 1:
@@ -227,25 +272,62 @@ def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLik
                                                            {**doc.metadata, "parent": doc.id, "chunk": i,
                                                             "chunks": len(parts)})
                     if not d.text.strip():
+                        bar.advance(1 / len(parts))
                         continue
                     key = content_hash(d.text)
                     if key in seen:  # duplicate within this run
                         report.duplicates += 1
+                        bar.advance(1 / len(parts))
                         continue
                     seen.add(key)
                     pending.append(d)
+                    weights.append(1 / len(parts))
                     if len(pending) >= batch_size:
                         commit()
-                        if bar is not None:
-                            bar.set_postfix(added=report.added, dup=report.duplicates)
-            if bar is not None:
-                bar.update(1)
         commit()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         collection.flush()
     return report
+
+
+class _Progress:
+    """One tqdm bar for a whole ingest: documents of all files (counted quickly up front), rate and ETA;
+    chunks advance it by their share of a document. A no-op when off."""
+
+    def __init__(self, files: list[tuple[Path, str]], lines: bool, show: bool | None):
+        self.on = bool(show if show is not None else _isatty())
+        self.bar, self.done, self.expected = None, 0.0, {}
+        if not self.on:
+            return
+        from tqdm.auto import tqdm
+
+        self.expected = {p: count_documents(p, lines) for p, _ in files}
+        total = sum(self.expected.values())
+        self.bar = tqdm(total=total, desc="ingest", unit="doc", dynamic_ncols=True, smoothing=0.1)
+        self.bar.set_postfix_str(f"{len(files)} file{'s' if len(files) != 1 else ''}")
+
+    def advance(self, n: float) -> None:
+        if self.bar is None or n == 0:
+            return
+        self.done = max(0.0, min(float(self.bar.total), self.done + n))
+        step = int(round(self.done)) - self.bar.n
+        if step:
+            self.bar.update(step)
+
+    def recount(self, expected: int, actual: int) -> None:
+        """A file held `actual` documents where the quick count said `expected`: correct the total."""
+        if self.bar is not None and actual != expected:
+            self.bar.total = max(0, self.bar.total + actual - expected)
+            self.bar.refresh()
+
+    def postfix(self, report: IngestReport) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(added=report.added, dup=report.duplicates, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _isatty() -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from encoderkit.store.collection import Collection
+from encoderkit.store.kinds import kinds_meta
 from encoderkit.store.pg_store import FTS_CONFIG, SCHEMA_VERSION, PgStore, check_factory_pg
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class PgCollection(Collection):
 
     @classmethod
     def open_url(cls, url: str, encoder: Any = None, *, index: str | None = None, metric: str | None = None,
-                 create: bool = True) -> "PgCollection":
+                 create: bool = True, kinds=None, late_index: str | None = None) -> "PgCollection":
         """Open (or create) collection NAME of the database at `url`. The same checks as the embedded store: a
         different model or embedding size than the recorded one is refused, and so is another index/metric."""
         store = PgStore(url)
@@ -42,12 +43,18 @@ class PgCollection(Collection):
                 encoder = encoderkit.load(str(encoder))
             if "model" not in meta:
                 factory, metric = index or "Flat", metric or "cosine"
-                check_factory_pg(factory, int(encoder.dim), metric)
+                extra = kinds_meta(encoder, kinds, late_index)
+                check_factory_pg(factory, int(extra.get("dim", encoder.dim)), metric)
+                if "late_dim" in extra:
+                    from encoderkit.store.pg_kinds import check_late_factory_pg
+
+                    check_late_factory_pg(extra["late_index"], int(extra["late_dim"]))
                 meta = store.create({"model": encoder.name, "dim": str(int(encoder.dim)), "metric": metric,
                                      "index": factory, "fts": FTS_CONFIG, "uid": uuid.uuid4().hex,
-                                     "schema": SCHEMA_VERSION, "generation": "0"})
+                                     "schema": SCHEMA_VERSION, "generation": "0", **extra})
             else:
-                if encoder is not None and (encoder.name != meta["model"] or int(encoder.dim) != int(meta["dim"])):
+                if encoder is not None and (encoder.name != meta["model"] or int(encoder.dim) != int(meta["dim"])
+                                            and "dense" in meta.get("kinds", "dense").split(",")):
                     raise ValueError(f"{where} was built with model {meta['model']!r} (dim {meta['dim']}); the "
                                      f"encoder given is {encoder.name!r} (dim {encoder.dim}). Open it with the same "
                                      "model, or create a new collection for this one")
@@ -68,6 +75,26 @@ class PgCollection(Collection):
     # ------------------------------------------------------------------ no FAISS cache to keep in step
     def flush(self) -> None:
         """Nothing to do: every write is committed to PostgreSQL, indexes included."""
+
+    def _open_kind_stores(self) -> None:
+        """The side tables of the sparse / token vectors (created if missing: a crash between creating the
+        collection and them, or a collection made before them)."""
+        from encoderkit.store.pg_kinds import PgMultivectors, PgSparse
+
+        self._sparse = PgSparse(self.store, self.vocab) if "sparse" in self.kinds else None
+        self._mv = PgMultivectors(self.store, self.late_dim, self.late_factory) if "late" in self.kinds else None
+        for side in (self._sparse, self._mv):
+            if side is not None:
+                side.ensure()
+
+    def _after_write_late(self, g0: int, g1: int, removed: list[int], added: tuple | None) -> None:
+        """Nothing to do: the token index lives in the database."""
+
+    def _flush_late(self) -> None:
+        pass
+
+    def _late_candidates(self, Q: np.ndarray, per_token: int, ef_search, nprobe) -> np.ndarray | None:
+        return self._mv.candidates(Q, per_token, ef_search or self.ef_search)
 
     def _after_write(self, gen_before: int, gen_after: int, removed: list[int], added: tuple | None) -> None:
         if self.factory.startswith("IVF") and self.store.ensure_ann_index(self.factory, self.metric):
@@ -110,6 +137,7 @@ class PgCollection(Collection):
         Returns {"ok": bool, "documents": n, "generation": g, "problems": [...]}."""
         with self._lock:
             problems = self.store.problems(self.dim, self.factory, self.meta.get("fts", FTS_CONFIG))
+            problems += self._kinds_problems(self.store.all_rids())
             return {"ok": not problems, "documents": self.count(), "generation": self.store.generation(),
                     "problems": problems}
 
@@ -125,4 +153,5 @@ class PgCollection(Collection):
         return {"path": self.path, "model": self.model, "dim": self.dim, "metric": self.metric,
                 "index": self.factory, "documents": self.count(), "generation": self.store.generation(),
                 "bytes": self.store.size_bytes(), "database": self.path, "table": self.store.table_name,
-                "vector_index": vindex, "fts": self.meta.get("fts", FTS_CONFIG)}
+                "vector_index": vindex, "fts": self.meta.get("fts", FTS_CONFIG), "kinds": list(self.kinds),
+                "modes": self.modes()}

@@ -260,7 +260,8 @@ class PgStore:
                 if "model" not in self.meta():
                     return False
                 self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
-                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table))
+                side = [sql.Identifier(f"{self.table_name}_{x}") for x in ("sparse", "tokens")]  # store/pg_kinds.py
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join([*side, self.table])))
                 self.conn.execute(sql.SQL("DELETE FROM {} WHERE collection = %s").format(sql.Identifier(META_TABLE)),
                                   (self.name,))
         except psycopg.errors.LockNotAvailable:

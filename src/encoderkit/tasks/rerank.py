@@ -32,14 +32,16 @@ class CrossEncoder:
         return cls(model, tok, hf, pad, limit, name=str(name_or_path))
 
     def logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
-        """Raw classifier logits (n, num_labels) for (first, second) text pairs."""
+        """Raw classifier logits (n, num_labels) for (first, second) text pairs (or single texts: a sequence
+        classifier reads one text as well)."""
         for i, p in enumerate(pairs):
-            if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) for t in p)):
-                raise TypeError(f"pair {i} must be a (str, str) tuple, got {p!r:.80}")
+            if not (isinstance(p, str) or isinstance(p, (tuple, list)) and len(p) == 2
+                    and all(isinstance(t, str) for t in p)):
+                raise TypeError(f"pair {i} must be a (str, str) tuple or a str, got {p!r:.80}")
         out = np.zeros((len(pairs), self.num_labels), np.float32)
         if not pairs:
             return out
-        encs = self.tokenizer.encode_batch([tuple(p) for p in pairs])
+        encs = self.tokenizer.encode_batch([p if isinstance(p, str) else tuple(p) for p in pairs])
         order = np.argsort([-len(e.ids) for e in encs], kind="stable")
         with torch.inference_mode():
             for b in range(0, len(pairs), batch_size):

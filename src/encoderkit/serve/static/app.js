@@ -153,11 +153,15 @@ async function loadCollections(keepMessage = false) {
   sel.disabled = names.length === 0;
   if (!names.length) {
     sel.append(el("option", { value: "", text: "(no collections)" }));
-    showMessage("This server has no collections yet: create one (POST /collections) and add documents.", "info");
+    showMessage("This server has no collections yet. Make one from a terminal: encoderkit index add NAME " +
+      "FILE_OR_FOLDER (or POST /collections, then add documents).", "info");
     renderStats(null);
     return;
   }
   const wanted = sessionStorage.getItem("encoderkit.collection");
+  if (EK.collection && !names.includes(EK.collection)) {
+    showMessage(`There is no collection “${EK.collection}” here; showing another one.`, "info");
+  }
   const name = names.includes(EK.collection) ? EK.collection : names.includes(wanted) ? wanted : names[0];
   sel.value = name;
   await selectCollection(name);
@@ -166,23 +170,55 @@ async function loadCollections(keepMessage = false) {
 async function selectCollection(name) {
   EK.collection = name;
   sessionStorage.setItem("encoderkit.collection", name);
-  EK.last = null;
-  $("#results").replaceChildren();
-  $("#results-summary").textContent = `Search “${name}”.`;
+  EK.searchSeq = (EK.searchSeq || 0) + 1; // an answer for the previous collection is now stale
+  setBusy(false);
+  $("#search-button").disabled = false;
+  clearResults(`Search “${name}”.`);
   if (EK.map) EK.map.reset();
+  EK.stats = null;
+  $("#stats").replaceChildren(el("p", { class: "hint opening" }, el("span", { class: "spinner", "aria-hidden": "true" }),
+    ` Opening “${name}”…`));
+  let stats;
   try {
-    EK.stats = await api("GET", `/collections/${encodeURIComponent(name)}/stats`);
+    stats = await api("GET", `/collections/${encodeURIComponent(name)}/stats`);
   } catch (err) {
+    if (name !== EK.collection) return;
+    renderStats(null); // never the previous collection's numbers under this one's name
+    $("#results-summary").textContent = `“${name}” could not be opened: see the message above.`;
     showError(err, `opening “${name}”`);
     return;
   }
+  if (name !== EK.collection) return; // the user picked another one meanwhile
+  EK.stats = stats;
   renderStats(EK.stats);
+  offerModes(EK.stats.modes || ["vector", "keyword", "hybrid"]);
   refreshFieldChoices();
   const canRerank = EK.stats.rerank_models.length > 0;
   $("#rerank").disabled = !canRerank;
   $("#rerank-label").title = canRerank ? "rerank the top results with " + EK.stats.rerank_models[0]
     : "this server has no rerank model (start it with --rerank-model)";
-  if (EK.map && EK.map.visible()) EK.map.load();
+  if (EK.stats.documents === 0) showEmptyCollection(name);
+  if (EK.map && EK.map.visible() && EK.stats.documents) EK.map.load();
+}
+
+/* A collection without documents says how to fill it instead of inviting searches that cannot find anything. */
+function showEmptyCollection(name) {
+  $("#results-summary").textContent = `“${name}” has no documents yet.`;
+  const cmd = `encoderkit index add ${name} FILE_OR_FOLDER`;
+  $("#results").replaceChildren(el("li", { class: "empty empty-collection" },
+    el("p", { text: "Add documents from a terminal on the server's machine:" }),
+    el("p", {}, el("code", { text: cmd })),
+    el("p", { class: "hint", text: ".txt .md .jsonl .csv files or whole folders (images for a CLIP collection); or " +
+      `POST /collections/${name}/documents. Reload this page afterwards.` })));
+}
+
+/* the search modes this collection has: sparse / late only when it holds those vectors */
+function offerModes(modes) {
+  for (const label of document.querySelectorAll("label[data-mode]")) {
+    label.hidden = !modes.includes(label.dataset.mode);
+  }
+  const checked = document.querySelector("input[name=mode]:checked");
+  if (!checked || checked.closest("label").hidden) document.querySelector("input[name=mode][value=vector]").checked = true;
 }
 
 function fmtBytes(n) {
@@ -266,7 +302,8 @@ function buildWhere() {
 EK.buildWhere = buildWhere;
 
 /* ------------------------------------------------------------------ search */
-async function search(ev) {
+/* ev: a form submit (the search is pushed to the history); push=false when the URL already says it (load, Back). */
+async function search(ev, push = true) {
   if (ev) ev.preventDefault();
   const query = $("#query").value.trim();
   if (!EK.collection) { showMessage("Pick a collection first.", "info"); return; }
@@ -280,22 +317,46 @@ async function search(ev) {
   const mode = document.querySelector("input[name=mode]:checked").value;
   const body = { query, mode, k: Number($("#k").value), where, rerank: $("#rerank").checked && !$("#rerank").disabled };
   const name = EK.collection;
+  if (push) writeUrl({ c: name, q: query, mode }, true);
+  const seq = (EK.searchSeq = (EK.searchSeq || 0) + 1);
   $("#search-button").disabled = true;
-  $("#results-summary").textContent = "Searching…";
+  setBusy(true, "Searching…");
   try {
     const t0 = performance.now();
     const data = await api("POST", `/collections/${encodeURIComponent(name)}/search`, body);
+    if (seq !== EK.searchSeq || name !== EK.collection) return; // a newer search (or collection) took over
     clearMessage();
     EK.last = { query, mode, hits: data.hits, byExample: null };
     renderResults(data.hits, `${data.hits.length} results for “${query}” (${mode}${body.rerank ? ", reranked" : ""}` +
-      `${where ? ", filtered" : ""}) in ${Math.round(performance.now() - t0)} ms`);
+      `${where ? ", filtered" : ""}) in ${Math.round(performance.now() - t0)} ms`, data.explanation);
     if (EK.map) EK.map.markQuery();
   } catch (err) {
-    $("#results-summary").textContent = "No results: see the message above.";
+    if (seq !== EK.searchSeq) return;
+    clearResults("No results: see the message above.");
     showError(err, "searching");
   } finally {
-    $("#search-button").disabled = false;
+    if (seq === EK.searchSeq) {
+      setBusy(false);
+      $("#search-button").disabled = false;
+    }
   }
+}
+
+/* While a search runs the old results stay visible but dimmed, with a spinner in the summary line. */
+function setBusy(on, text) {
+  const view = $("#results-view");
+  view.classList.toggle("busy", on);
+  view.setAttribute("aria-busy", String(on));
+  if (on) $("#results-summary").replaceChildren(el("span", { class: "spinner", "aria-hidden": "true" }), " " + text);
+}
+EK.setBusy = setBusy;
+
+/* Old results never stay under a failed search or another collection's stats. */
+function clearResults(summary) {
+  EK.last = null;
+  $("#results").replaceChildren();
+  $("#results-summary").textContent = summary;
+  if (EK.map && EK.map.markQuery) EK.map.markQuery();
 }
 
 async function moreLikeThis(id) {
@@ -382,7 +443,7 @@ function fmtScore(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(3);
 }
 
-function renderResults(hits, summary) {
+function renderResults(hits, summary, explanation) {
   $("#results-summary").textContent = summary;
   const last = EK.last || {};
   const match = last.query && last.mode !== "vector" ? termMatcher(last.query) : null;
@@ -405,8 +466,9 @@ function renderResults(hits, summary) {
           "aria-label": `more like ${h.id}`, onclick: () => moreLikeThis(h.id) })));
   });
   $("#results").replaceChildren(...cards);
-  if (!hits.length) $("#results").append(el("li", { class: "empty", text:
-    "Nothing matched. Try other words, another mode, or fewer filters." }));
+  if (!hits.length) $("#results").append(el("li", { class: "empty", text: explanation
+    ? "Nothing found: " + explanation + "."
+    : "Nothing matched. Try other words, another mode, or fewer filters." }));
 }
 
 /* ------------------------------------------------------------------ tabs and start-up */
@@ -425,7 +487,12 @@ function start() {
   setupKey();
   $("#search-form").addEventListener("submit", search);
   $("#add-filter").addEventListener("click", addFilter);
-  $("#collection").addEventListener("change", (ev) => { clearMessage(); selectCollection(ev.target.value); });
+  $("#collection").addEventListener("change", (ev) => {
+    clearMessage();
+    writeUrl({ c: ev.target.value }, true);
+    selectCollection(ev.target.value);
+  });
+  setupNavigation(); // nav.js: Back / Forward and the "/" shortcut
   $("#tab-results").addEventListener("click", () => selectTab("results"));
   $("#tab-map").addEventListener("click", () => selectTab("map"));
   $(".tabs").addEventListener("keydown", (ev) => {
@@ -436,6 +503,11 @@ function start() {
   });
   window.addEventListener("error", (ev) => showMessage("The page hit an error: " + ev.message + ". Reload to retry."));
   window.addEventListener("unhandledrejection", (ev) => showError(ev.reason, "working"));
-  loadCollections();
+  $("#query").focus();
+  EK.collection = readUrl().collection; // loadCollections prefers it
+  EK.ready = loadCollections().then(async () => {
+    if (EK.collection) writeUrl({ ...readUrlState(), c: EK.collection }, false);
+    await applyUrl();
+  });
 }
 document.addEventListener("DOMContentLoaded", start);

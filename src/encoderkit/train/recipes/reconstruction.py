@@ -135,17 +135,20 @@ def _ae_args(kind: str):
         p.add_argument("--conv", action="store_true", help="convolutional encoder/decoder")
         p.add_argument("--loss", choices=["mse", "bce"], default="mse", help="reconstruction loss")
         if kind == "dae":
-            p.add_argument("--corruption", choices=["gaussian", "mask", "salt_pepper"], default="gaussian")
+            p.add_argument("--corruption", choices=["gaussian", "mask", "salt_pepper"], default="gaussian",
+                           help="how inputs are corrupted before reconstruction (default gaussian)")
             p.add_argument("--noise", type=float, default=0.3, help="sigma / drop or flip fraction")
             p.add_argument("--stacked", action="store_true",
                            help="stacked DAE: greedy layer-wise pre-training, then end-to-end fine-tuning")
             p.add_argument("--pretrain-epochs", type=int, default=5, help="epochs per greedy layer (--stacked)")
         if kind == "sae":
-            p.add_argument("--sparsity", choices=["l1", "kl"], default="kl")
-            p.add_argument("--sparsity-weight", type=float, default=0.1)
+            p.add_argument("--sparsity", choices=["l1", "kl"], default="kl",
+                           help="sparsity penalty on the code: l1 or KL to a target rate (default kl)")
+            p.add_argument("--sparsity-weight", type=float, default=0.1, help="weight of the sparsity penalty (default 0.1)")
             p.add_argument("--rho", type=float, default=0.05, help="KL target mean activation")
         if kind == "cae":
-            p.add_argument("--contractive-weight", type=float, default=0.01)
+            p.add_argument("--contractive-weight", type=float, default=0.01,
+                           help="weight of the Jacobian (contractive) penalty (default 0.01)")
     return add
 
 
@@ -203,7 +206,8 @@ def _vae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latent", type=int, default=20, help="z size")
     p.add_argument("--hidden", default="512,256", help="encoder hidden widths, comma-separated")
     p.add_argument("--conv", action="store_true", help="convolutional encoder/decoder")
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli",
+                   help="decoder likelihood of a pixel (default bernoulli)")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight")
     p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight from 0 over this many steps")
     p.add_argument("--no-binarize", action="store_true",
@@ -227,11 +231,11 @@ def _vae_run(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ MAE
 def _mae_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--patch-size", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--patch-size", type=int, default=4, help="ViT patch side in pixels (default 4)")
+    p.add_argument("--d-model", type=int, default=128, help="encoder width (default 128)")
+    p.add_argument("--depth", type=int, default=4, help="encoder layers (default 4)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--mask-ratio", type=float, default=0.75, help="share of patches masked (default 0.75)")
     p.add_argument("--norm-pix-loss", action="store_true", help="normalize each target patch")
 
 

@@ -380,8 +380,8 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
                    help="tokens per block, [CLS] and [SEP] included")
     p.add_argument("--hidden", type=int, default=PRETRAIN_MODEL["hidden"],
                    help="hidden size of the (discriminator) BERT")
-    p.add_argument("--layers", type=int, default=PRETRAIN_MODEL["layers"])
-    p.add_argument("--heads", type=int, default=PRETRAIN_MODEL["heads"])
+    p.add_argument("--layers", type=int, default=PRETRAIN_MODEL["layers"], help="transformer layers")
+    p.add_argument("--heads", type=int, default=PRETRAIN_MODEL["heads"], help="attention heads")
     p.add_argument("--positions", choices=("rotary", "absolute"), default=PRETRAIN_MODEL["positions"],
                    help="rotary (RoPE on queries and keys, default) or absolute (a learned table, as BERT)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="last fraction of documents held out")
