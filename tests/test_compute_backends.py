@@ -8,12 +8,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import encoderkit
 from encoderkit.cli import main as cli
 from conftest import data_path
-from tiny_checkpoints import sentences, st_folder, write_tokenizer
+from tiny_checkpoints import TINY_FAMILIES, TINY_VOCAB, sentences, tiny_family_folder
 
 BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}
 FLOOR = 0.99999
@@ -66,41 +65,13 @@ def test_minilm_backend_matches_fp32_and_ignores_padding(backend, queries, minil
     assert _cos(enc.encode([long_text]), minilm.encode([long_text]))[0] >= FLOOR
 
 
-VOCAB = 120
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
-DECODER = dict(COMMON, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=7)
-# family -> (transformers config class, model class, config fields, tokenizer template, pad token, pooling)
-FAMILIES = {
-    "bert": ("BertConfig", "BertModel", dict(COMMON, max_position_embeddings=64, pad_token_id=0), "bert", "[PAD]",
-             "mean"),
-    "mpnet": ("MPNetConfig", "MPNetModel", dict(COMMON, max_position_embeddings=66, pad_token_id=1),
-              "roberta", "<s>", "mean"),
-    "modernbert": ("ModernBertConfig", "ModernBertModel",
-                   dict(COMMON, max_position_embeddings=64, local_attention=8, pad_token_id=0), "bert", "[PAD]", "cls"),
-    "nomic_bert": ("NomicBertConfig", "NomicBertModel", dict(COMMON, max_position_embeddings=64, pad_token_id=0),
-                   "bert", "[PAD]", "mean"),
-    "t5": ("T5Config", "T5EncoderModel", dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                                              num_heads=4, feed_forward_proj="gated-gelu", pad_token_id=0),
-           "t5", "[PAD]", "mean"),
-    "qwen3": ("Qwen3Config", "Qwen3Model", dict(DECODER, head_dim=16), "eos", "<pad>", "lasttoken"),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3TextModel",
-                    dict(DECODER, head_dim=8, sliding_window=4, use_bidirectional_attention=True, pad_token_id=7),
-                    "bos_eos", "<pad>", "mean"),
-}
-TEXTS = sentences(40, VOCAB, seed=5, min_len=1, max_len=40)
+TEXTS = sentences(40, TINY_VOCAB, seed=5, min_len=1, max_len=40)
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
+@pytest.fixture(scope="module", params=list(TINY_FAMILIES))
 def family_folder(request, tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    cfg_name, model_name, kw, template, pad, pooling = FAMILIES[request.param]
-    if not hasattr(transformers, cfg_name):
-        pytest.skip(f"this transformers has no {cfg_name}")
-    base = tmp_path_factory.mktemp(request.param)
-    torch.manual_seed(0)
-    getattr(transformers, model_name)(getattr(transformers, cfg_name)(**kw)).eval().save_pretrained(base / "hf")
-    write_tokenizer(base / "hf", VOCAB, template, pad=pad, model_max_length=48)
-    return st_folder(base / "hf", base / "st", pooling=pooling, normalize=True)
+    pytest.importorskip("transformers")
+    return tiny_family_folder(request.param, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))

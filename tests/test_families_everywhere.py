@@ -7,46 +7,22 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import encoderkit
 from encoderkit.cli import main as cli
-from tiny_checkpoints import sentences, st_folder, write_tokenizer
+from tiny_checkpoints import TINY_FAMILIES, TINY_VOCAB, sentences, tiny_family_folder
 
 transformers = pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
-VOCAB = 120
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
-DECODER = dict(COMMON, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=7)
-# family -> (transformers config class, model class, config fields, tokenizer template, pad token, pooling)
-FAMILIES = {
-    "mpnet": ("MPNetConfig", "MPNetModel", dict(COMMON, max_position_embeddings=66, pad_token_id=1),
-              "roberta", "<s>", "mean"),
-    "modernbert": ("ModernBertConfig", "ModernBertModel",
-                   dict(COMMON, max_position_embeddings=64, local_attention=8, pad_token_id=0), "bert", "[PAD]", "cls"),
-    "nomic_bert": ("NomicBertConfig", "NomicBertModel", dict(COMMON, max_position_embeddings=64, pad_token_id=0),
-                   "bert", "[PAD]", "mean"),
-    "t5": ("T5Config", "T5EncoderModel", dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                                              num_heads=4, feed_forward_proj="gated-gelu", pad_token_id=0),
-           "t5", "[PAD]", "mean"),
-    "qwen3": ("Qwen3Config", "Qwen3Model", dict(DECODER, head_dim=16), "eos", "<pad>", "lasttoken"),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3TextModel",
-                    dict(DECODER, head_dim=8, sliding_window=4, use_bidirectional_attention=True, pad_token_id=7),
-                    "bos_eos", "<pad>", "mean"),
-}
-TEXTS = sentences(6, VOCAB, seed=3, max_len=30)
+FAMILIES = [f for f in TINY_FAMILIES if f != "bert"]  # the families added after BERT
+TEXTS = sentences(6, TINY_VOCAB, seed=3, max_len=30)
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
+@pytest.fixture(scope="module", params=FAMILIES)
 def folder(request, tmp_path_factory):
-    cfg_name, model_name, kw, template, pad, pooling = FAMILIES[request.param]
-    base = tmp_path_factory.mktemp(request.param)
-    torch.manual_seed(0)
-    getattr(transformers, model_name)(getattr(transformers, cfg_name)(**kw)).eval().save_pretrained(base / "hf")
-    write_tokenizer(base / "hf", VOCAB, template, pad=pad, model_max_length=48)
-    return st_folder(base / "hf", base / "st", pooling=pooling, normalize=True,
-                     prompts={"query": "w1 w2 ", "document": ""})
+    return tiny_family_folder(request.param, tmp_path_factory.mktemp(request.param),
+                              prompts={"query": "w1 w2 ", "document": ""})
 
 
 def test_info_and_encode_cli(folder, tmp_path, capsys):
@@ -101,7 +77,7 @@ def test_fine_tuning_moves_an_encoder_family(folder):
 
     enc = encoderkit.load(folder)
     before = enc.encode(TEXTS)
-    pairs = list(zip(sentences(16, VOCAB, seed=5), sentences(16, VOCAB, seed=6)))
+    pairs = list(zip(sentences(16, TINY_VOCAB, seed=5), sentences(16, TINY_VOCAB, seed=6)))
     hist = train_contrastive(enc, pairs, TrainConfig(epochs=1, batch_size=8, lr=1e-3, warmup_steps=0,
                                                      restore_best=False))
     after = enc.encode(TEXTS)

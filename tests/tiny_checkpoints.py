@@ -136,3 +136,40 @@ def to_old_layout(folder: Path) -> None:
 def copy_folder(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return Path(dst)
+
+
+# One tiny random checkpoint per text family, as the cross-family tests build them: family -> (transformers config
+# class, model class, config fields, tokenizer template, pad token, sentence-transformers pooling mode)
+TINY_VOCAB = 120
+_COMMON = dict(vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+_DECODER = dict(_COMMON, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=7)
+TINY_FAMILIES = {
+    "bert": ("BertConfig", "BertModel", dict(_COMMON, max_position_embeddings=64, pad_token_id=0), "bert", "[PAD]",
+             "mean"),
+    "mpnet": ("MPNetConfig", "MPNetModel", dict(_COMMON, max_position_embeddings=66, pad_token_id=1),
+              "roberta", "<s>", "mean"),
+    "modernbert": ("ModernBertConfig", "ModernBertModel",
+                   dict(_COMMON, max_position_embeddings=64, local_attention=8, pad_token_id=0), "bert", "[PAD]", "cls"),
+    "nomic_bert": ("NomicBertConfig", "NomicBertModel", dict(_COMMON, max_position_embeddings=64, pad_token_id=0),
+                   "bert", "[PAD]", "mean"),
+    "t5": ("T5Config", "T5EncoderModel", dict(vocab_size=TINY_VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2,
+                                              num_heads=4, feed_forward_proj="gated-gelu", pad_token_id=0),
+           "t5", "[PAD]", "mean"),
+    "qwen3": ("Qwen3Config", "Qwen3Model", dict(_DECODER, head_dim=16), "eos", "<pad>", "lasttoken"),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3TextModel",
+                    dict(_DECODER, head_dim=8, sliding_window=4, use_bidirectional_attention=True, pad_token_id=7),
+                    "bos_eos", "<pad>", "mean"),
+}
+
+
+def tiny_family_folder(family: str, base: Path, **st_kw) -> Path:
+    """A random checkpoint of TINY_FAMILIES[family] saved by transformers under base/hf (max length 48), wrapped
+    as a sentence-transformers 6 folder base/st (its pooling, Normalize, and st_kw such as prompts)."""
+    import torch
+    import transformers
+
+    cfg_name, model_name, kw, template, pad, pooling = TINY_FAMILIES[family]
+    torch.manual_seed(0)
+    getattr(transformers, model_name)(getattr(transformers, cfg_name)(**kw)).eval().save_pretrained(base / "hf")
+    write_tokenizer(base / "hf", TINY_VOCAB, template, pad=pad, model_max_length=48)
+    return st_folder(base / "hf", base / "st", pooling=pooling, normalize=True, **st_kw)

@@ -39,36 +39,58 @@ def read_config(folder: Path) -> dict:
         raise CheckpointError(f"cannot parse {path}: {exc}") from exc
 
 
+@dataclass
+class Backbone:
+    model: nn.Module  # the backbone, weights loaded, eval mode
+    config: Any  # our config dataclass
+    hf_config: dict  # the config.json as read
+    family: Family
+    tokenizer: Any  # tokenizers.Tokenizer or None
+    pad_id: int
+    max_length: int  # tokens, special ones included
+    prefix: str  # where the backbone sits in the file ("" AutoModel, "bert." BertForMaskedLM, ...)
+    state: dict  # every tensor of the file (heads included), for heads read beside the backbone (SPLADE's MLM head)
+    folder: Path
+
+
+def load_backbone(folder: Path, max_length: int | None = None) -> Backbone:
+    """Config, weights (through the family's key map) and tokenizer of one transformer folder."""
+    folder = Path(folder)
+    hf = read_config(folder)
+    fam = family_for(hf.get("model_type"), where=str(folder / "config.json"), config=hf)
+    cfg = fam.parse_config(hf)
+    model = fam.build(cfg)
+    wfile = find_weights(folder)
+    if wfile is None:
+        raise CheckpointError(f"no weights in {folder}: expected one of model.safetensors or pytorch_model.bin")
+    state = read_state_dict(wfile)
+    prefix = detect_prefix(state, fam.anchor, wfile)
+    rel = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if fam.rename_state is not None:  # older names of the same tensors (e.g. wav2vec2 weight_g / weight_v)
+        rel = fam.rename_state(rel)
+    load_mapped(model, rel, fam.key_map(cfg), wfile, fam.ignore_prefixes)
+    n_pos = getattr(cfg, "max_position_embeddings", None)
+    limit = max_length or n_pos or 512
+    if getattr(cfg, "roberta_positions", False):  # positions start at pad + 1
+        limit = min(limit, cfg.max_position_embeddings - cfg.pad_token_id - 1)
+    limit = min(limit, n_pos or limit)
+    tok = load_tokenizer(folder, limit)
+    pad = pad_token_id(folder, tok, getattr(cfg, "pad_token_id", 0)) if tok is not None else getattr(cfg, "pad_token_id", 0)
+    return Backbone(model.eval(), cfg, hf, fam, tok, pad, limit, prefix, state, folder)
+
+
 def load_folder(folder: Path, max_length: int | None = None) -> LoadedCheckpoint:
     """Read config, weights (through the family's key map) and tokenizer of a local model folder."""
     pipeline = read_pipeline(Path(folder))
-    tdir = pipeline.transformer_dir
-    hf_config = read_config(tdir)
-    family = family_for(hf_config.get("model_type"), where=str(tdir / "config.json"), config=hf_config)
-    cfg = family.parse_config(hf_config)
-    model = family.build(cfg)
-    wfile = find_weights(tdir)
-    if wfile is None:
-        raise CheckpointError(f"no weights in {tdir}: expected one of model.safetensors or pytorch_model.bin")
-    state = read_state_dict(wfile)
-    prefix = detect_prefix(state, family.anchor, wfile)
-    rel = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if family.rename_state is not None:  # older names of the same tensors (e.g. wav2vec2 weight_g / weight_v)
-        rel = family.rename_state(rel)
-    key_map = family.key_map(cfg)
-    load_mapped(model, rel, key_map, wfile, family.ignore_prefixes)
-    used = {n for src in key_map.values() for n in ((src,) if isinstance(src, str) else src)}
-    # keep what sits beside the encoder in an AutoModel-style file (prefix ""), e.g. the pooler
-    extra = {k: v for k, v in rel.items() if not prefix and k not in used and not k.endswith("position_ids")}
-    model.eval()
-    limit = max_length or pipeline.max_seq_length or getattr(cfg, "max_position_embeddings", 512)
-    if getattr(cfg, "roberta_positions", False):  # positions start at pad + 1
-        limit = min(limit, cfg.max_position_embeddings - cfg.pad_token_id - 1)
-    limit = min(limit, getattr(cfg, "max_position_embeddings", limit))
-    pipeline.max_seq_length = limit
-    tok = load_tokenizer(tdir, limit)
-    pad = pad_token_id(tdir, tok, getattr(cfg, "pad_token_id", 0)) if tok is not None else getattr(cfg, "pad_token_id", 0)
-    return LoadedCheckpoint(model, cfg, hf_config, family, pipeline, tok, pad, Path(folder), extra)
+    bb = load_backbone(pipeline.transformer_dir, max_length or pipeline.max_seq_length)
+    pipeline.max_seq_length = bb.max_length
+    extra: dict = {}
+    if not bb.prefix:  # keep what sits beside the encoder in an AutoModel-style file, e.g. the pooler
+        state = bb.family.rename_state(bb.state) if bb.family.rename_state is not None else bb.state
+        used = {n for src in bb.family.key_map(bb.config).values() for n in ((src,) if isinstance(src, str) else src)}
+        extra = {k: v for k, v in state.items() if k not in used and not k.endswith("position_ids")}
+    return LoadedCheckpoint(bb.model, bb.config, bb.hf_config, bb.family, pipeline, bb.tokenizer, bb.pad_id,
+                            Path(folder), extra)
 
 
 def save_transformer(folder: Path, model: nn.Module, family: Family, config: Any, hf_config: dict | None,

@@ -10,7 +10,8 @@ import string
 from pathlib import Path
 from typing import Any
 
-from encoderkit.checkpoints.backbone import load_backbone, special_token
+from encoderkit.checkpoints.loader import load_backbone
+from encoderkit.checkpoints.tokenizer import special_token
 from encoderkit.checkpoints.sentence_transformers import DenseSpec, _json, _max_length, activation_module, \
     write_transformer_config
 from encoderkit.checkpoints.weights import CheckpointError, read_state_dict, save_safetensors

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from encoderkit.checkpoints.backbone import load_backbone
+from encoderkit.checkpoints.loader import load_backbone
 from encoderkit.checkpoints.mlm_heads import (backbone_prefix, build_mlm_head, export_head, mlm_architecture,
                                               mlm_head_key_map)
 from encoderkit.checkpoints.sentence_transformers import _json, _max_length, write_transformer_config

@@ -13,8 +13,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "merges.txt", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model")
 
 
-def _tokenizer_config(folder: Path) -> dict:
-    p = folder / "tokenizer_config.json"
+def tokenizer_config(folder: Path) -> dict:
+    """tokenizer_config.json of a folder as a dict ({} when absent)."""
+    p = Path(folder) / "tokenizer_config.json"
     try:
         return json.loads(p.read_text()) if p.is_file() else {}
     except ValueError as exc:
@@ -33,7 +34,7 @@ def load_tokenizer(folder: Path, max_length: int) -> Tokenizer | None:
     elif (folder / "vocab.txt").is_file():
         from tokenizers.implementations import BertWordPieceTokenizer
 
-        lower = _tokenizer_config(folder).get("do_lower_case", True)
+        lower = tokenizer_config(folder).get("do_lower_case", True)
         tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)._tokenizer
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         from tokenizers import processors
@@ -53,9 +54,15 @@ def load_tokenizer(folder: Path, max_length: int) -> Tokenizer | None:
 
 def pad_token_id(folder: Path, tok: Tokenizer, default: int) -> int:
     """The padding id: tokenizer_config's pad token when it names one the vocabulary knows, else the config's."""
-    pad = _tokenizer_config(Path(folder)).get("pad_token")
+    pad = tokenizer_config(Path(folder)).get("pad_token")
     if isinstance(pad, dict):
         pad = pad.get("content")
     if isinstance(pad, str) and tok.token_to_id(pad) is not None:
         return tok.token_to_id(pad)
     return default
+
+
+def special_token(folder: Path, role: str) -> str | None:
+    """A tokenizer_config role's token text (mask_token, eos_token, ...), None when absent."""
+    t = tokenizer_config(folder).get(role)
+    return t.get("content") if isinstance(t, dict) else t
