@@ -50,6 +50,11 @@ def _run(kind: str) -> dict:
 
 @pytest.mark.slow
 def test_mlm_beats_most_frequent_token():
+    import torch
+
+    # the figure was measured with 2 intra-op threads; under a 1-thread xdist worker the run's floating-point
+    # sums differ and one epoch ends at 13.93% (2.98x) instead (conftest restores the thread count afterwards)
+    torch.set_num_threads(2)
     m = _run("mlm")
     base = m["eval_most_frequent_token_accuracy"]
     assert 0.01 < base < 0.10, m  # the commonest token ("." or "the") at the selected positions
