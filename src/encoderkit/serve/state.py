@@ -147,6 +147,20 @@ async def off_loop(size: int, fn: Callable, *args: Any, **kw: Any) -> Any:
     return await run_in_threadpool(fn, *args, **kw)
 
 
+async def queued(state: ServerState, name: str, pending: Any, what: str = "inputs") -> Any:
+    """Await a batcher submission of model `name`, turning a too-large request, a full queue and shutdown into
+    the APIError each deserves (413, 429 with Retry-After, 503)."""
+    try:
+        return await pending
+    except TooManyInputs as exc:
+        raise too_many_for_queue(exc.n, exc.limit, what) from None
+    except QueueFull as exc:
+        state.metrics.observe_rejected(name)
+        raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None
+    except Closed as exc:
+        raise APIError(503, str(exc), "unhealthy") from None
+
+
 async def embed_checked(state: ServerState, model: EmbeddingModel, seqs: list[list[int]], *,
                         normalize: bool | None, dimensions: int | None, dim_param: str = "dimensions") -> np.ndarray:
     """model.embed with queue-full, shutdown and bad-dimensions turned into APIError."""

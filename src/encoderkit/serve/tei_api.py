@@ -11,11 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 import encoderkit
-from encoderkit.serve.batcher import Closed, QueueFull, TooManyInputs
 from encoderkit.serve.errors import APIError, TEIError, error_responses
 from encoderkit.serve.models import InputTooLong
-from encoderkit.serve.state import (ServerState, check_count, check_texts, embed_checked, off_loop, server_state,
-                                    too_many_for_queue)
+from encoderkit.serve.state import (ServerState, check_count, check_texts, embed_checked, off_loop, queued,
+                                    server_state)
 
 router = APIRouter(tags=["TEI"], responses=error_responses(TEIError, 400, 401, 404, 413, 422, 424, 429, 503))
 
@@ -118,15 +117,7 @@ async def rerank(body: RerankRequest, state: ServerState = Depends(server_state)
                               body.query, body.texts, _truncate(state, body.truncate))
     except InputTooLong as exc:
         raise APIError(413, f"Input validation error: {exc}", "too_long") from None
-    try:
-        scores = await r.scores(body.query, body.texts, cost, raw=body.raw_scores)
-    except TooManyInputs as exc:
-        raise too_many_for_queue(exc.n, exc.limit, "texts") from None
-    except QueueFull as exc:
-        state.metrics.observe_rejected(r.name)
-        raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None
-    except Closed as exc:
-        raise APIError(503, str(exc), "unhealthy") from None
+    scores = await queued(state, r.name, r.scores(body.query, body.texts, cost, raw=body.raw_scores), "texts")
     order = np.argsort(-scores, kind="stable")
     out = []
     for i in order:
@@ -427,15 +418,7 @@ async def predict(body: PredictRequest, state: ServerState = Depends(server_stat
                 n = len(e.ids) + sum(len(o.ids) for o in e.overflowing)
                 raise APIError(413, f"Input validation error: `inputs` must have less than {r.max_length} tokens. "
                                     f"Given: {n} (input {i}); shorten it or send truncate=true", "too_long")
-    try:
-        z = np.stack(await r.batcher.submit(items, cost=sum(len(e.ids) for e in encs)))  # (n, labels)
-    except TooManyInputs as exc:
-        raise too_many_for_queue(exc.n, exc.limit, "inputs") from None
-    except QueueFull as exc:
-        state.metrics.observe_rejected(r.name)
-        raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None
-    except Closed as exc:
-        raise APIError(503, str(exc), "unhealthy") from None
+    z = np.stack(await queued(state, r.name, r.batcher.submit(items, cost=sum(len(e.ids) for e in encs))))  # (n, labels)
     if not body.raw_scores:
         if z.shape[1] == 1:
             z = 1.0 / (1.0 + np.exp(-z))
