@@ -163,17 +163,11 @@ def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
 
 def read_mined(path: str | Path) -> list[dict]:
     """{"query", "positive", "negatives": [...]} records (the output of `encoderkit mine`)."""
+    from encoderkit.train.recipes.retrieval import numbered_records
+
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"training data {p} not found; pass the JSONL `encoderkit mine` writes")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{p}:{n} is not valid JSON ({exc})") from None
+    for n, d in numbered_records(p):
         if not isinstance(d, dict) or not all(isinstance(d.get(k), str) and d[k] for k in ("query", "positive")) \
                 or not isinstance(d.get("negatives"), list) or not all(isinstance(x, str) for x in d["negatives"]):
             raise ValueError(f"{p}:{n}: expected {{\"query\": str, \"positive\": str, \"negatives\": [str, ...]}}")

@@ -121,7 +121,8 @@ def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=Non
         encoder.head.eval()
 
 
-def read_records(path: str | Path) -> list[dict]:
+def numbered_records(path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, parsed JSON) of each non-blank line of a JSONL training file; errors name the file and line."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"training data {p} not found; pass a JSONL file (see `encoderkit mine`)")
@@ -129,10 +130,15 @@ def read_records(path: str | Path) -> list[dict]:
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
+                out.append((n, json.loads(line)))
             except ValueError as exc:
                 raise ValueError(f"{p}:{n} is not valid JSON ({exc})") from None
     return out
+
+
+def read_records(path: str | Path) -> list[Any]:
+    """The parsed JSON of each non-blank line of a JSONL training file."""
+    return [d for _, d in numbered_records(path)]
 
 
 def _args(p: argparse.ArgumentParser) -> None:
