@@ -1,4 +1,6 @@
-"""Ray Data batch encoding on a local 2-CPU Ray: the vectors equal single-process encode."""
+"""Ray Data batch encoding on a local 2-CPU Ray: the vectors equal single-process encode. One local cluster per
+module (starting Ray costs far more than encoding the few texts the claims need); the CLI test joins it through
+--ray-address, which is the path a user with a cluster takes."""
 from __future__ import annotations
 
 import json
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
@@ -25,13 +27,13 @@ def test_ray_vectors_equal_local_encode(tmp_path, local_ray):
     from encoderkit.datasets.stdlib import stdlib_docstrings
     from encoderkit.distributed.ray_encode import ray_encode, read_parquet_vectors
 
-    docs = stdlib_docstrings()[:300]
+    docs = stdlib_docstrings()[:96]
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a.write_text("".join(json.dumps({"id": d.id, "body": d.text, "kind": d.kind}) + "\n" for d in docs[:150]))
-    b.write_text("".join(json.dumps({"id": d.id, "body": d.text, "kind": d.kind}) + "\n" for d in docs[150:]))
+    a.write_text("".join(json.dumps({"id": d.id, "body": d.text, "kind": d.kind}) + "\n" for d in docs[:48]))
+    b.write_text("".join(json.dumps({"id": d.id, "body": d.text, "kind": d.kind}) + "\n" for d in docs[48:]))
     summary = ray_encode("all-MiniLM-L6-v2", [str(a), str(b)], str(tmp_path / "out.parquet"), field="body",
-                         actors=2, batch_size=64)
-    assert summary["count"] == 300 and summary["dim"] == 384
+                         actors=2, batch_size=16)
+    assert summary["count"] == 96 and summary["dim"] == 384
     ids, vecs = read_parquet_vectors(str(tmp_path / "out.parquet"))
     assert sorted(ids) == sorted(d.id for d in docs)
     want = dict(zip([d.id for d in docs], encoderkit.load("all-MiniLM-L6-v2").encode([d.text for d in docs])))
@@ -55,11 +57,11 @@ def test_ray_bad_input(tmp_path, local_ray):
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_cli_ray_engine(tmp_path):
+def test_cli_ray_engine(tmp_path, local_ray):
     src = tmp_path / "in.txt"
     src.write_text("first text\nsecond text\nthird\n")
     out = subprocess.run([sys.executable, "-m", "encoderkit.cli", "encode", "--engine", "ray", "--actors", "1",
-                          str(src), "-o", str(tmp_path / "v.parquet"), "--json"],
+                          "--ray-address", local_ray, str(src), "-o", str(tmp_path / "v.parquet"), "--json"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)["count"] == 3
