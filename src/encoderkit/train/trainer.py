@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from encoderkit.train.freeze import freeze_by_prefix, freeze_layers  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,10 +46,11 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     bf16: bool = False  # bfloat16 autocast for the forward pass
     seed: int = 0  # seeds torch, numpy, random and the data order
-    early_stopping_patience: int | None = None  # stop after this many epochs without improvement
+    early_stopping_patience: int | None = None  # stop after this many evaluations without improvement
+    eval_steps: int | None = None  # also evaluate every N optimizer steps (None: at epoch ends only)
     monitor: str = "loss"  # metric watched for early stopping / best.pt (eval metrics, else train loss)
     monitor_mode: str = "min"  # min | max
-    restore_best: bool = True  # at the end of fit, load the weights of the best epoch (when monitored)
+    restore_best: bool = True  # at the end of fit, load the weights of the best evaluation (when monitored)
     freeze_layers: int = 0  # freeze the first N blocks of model.layers (and the embeddings)
     out_dir: str | None = None  # run folder: metrics.jsonl, curves.png, checkpoint.pt; None = nothing written
     log_every: int = 50  # optimizer steps between metrics.jsonl lines
@@ -68,47 +71,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _find_layers(model: nn.Module) -> nn.ModuleList | None:
-    layers = getattr(model, "layers", None)
-    if isinstance(layers, nn.ModuleList):
-        return layers
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and name.split(".")[-1] == "layers":
-            return mod
-    return None
-
-
-def freeze_by_prefix(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
-    """Set requires_grad=False on every parameter whose name starts with one of prefixes; returns the names."""
-    prefixes = tuple(prefixes)
-    frozen = []
-    for name, p in model.named_parameters():
-        if name.startswith(prefixes):
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
-
-
-def freeze_layers(model: nn.Module, n: int, embeddings: bool = True) -> list[str]:
-    """Freeze the first n blocks of the model's `layers` ModuleList (and, when embeddings, every parameter
-    outside the layers whose name mentions 'embed'); returns the frozen parameter names."""
-    if n <= 0:
-        return []
-    layers = _find_layers(model)
-    if layers is None:
-        raise ValueError(f"freeze_layers={n}: {type(model).__name__} has no `layers` ModuleList; "
-                         "use freeze_by_prefix(model, [...]) with parameter names instead")
-    if n > len(layers):
-        raise ValueError(f"freeze_layers={n} but the model has only {len(layers)} layers")
-    ids = {id(p) for block in list(layers)[:n] for p in block.parameters()}
-    frozen = []
-    for name, p in model.named_parameters():
-        if id(p) in ids or (embeddings and "embed" in name.split(".")[0]):
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
 
 
 def model_signature(model: nn.Module) -> dict[str, Any]:
@@ -220,6 +182,8 @@ class Trainer:
         self.model, self.loss_fn, self.config = model, loss_fn, config or TrainConfig()
         self.eval_data, self.eval_fn = eval_data, eval_fn
         cfg = self.config
+        if cfg.eval_steps is not None and cfg.eval_steps < 1:
+            raise ValueError(f"eval_steps must be >= 1 (or None for epoch ends only), got {cfg.eval_steps}")
         if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
             raise ValueError(f"epochs ({cfg.epochs}), batch_size ({cfg.batch_size}) and grad_accum "
                              f"({cfg.grad_accum}) must all be >= 1")
@@ -252,7 +216,11 @@ class Trainer:
         self.step_log: list[dict[str, Any]] = []
         self.best: float | None = None
         self.best_epoch: int | None = None
-        self._bad_epochs = 0
+        self.best_step: int | None = None  # optimizer step of the best evaluation
+        self._best_state: dict[str, torch.Tensor] | None = None  # the best weights, in memory when there is no out_dir
+        self._bad_epochs = 0  # evaluations since the best one
+        self._last_eval: tuple[int, dict[str, float]] | None = None  # (step, metrics) of the latest evaluation
+        self._early_stop = False
         self.stop_reason = ""
         self.should_stop = False  # a callback may set this to end fit() after the current epoch
         if self.out:
@@ -265,7 +233,7 @@ class Trainer:
         """Everything needed to continue the run exactly."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
-                "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                "history": self.history, "best": self.best, "best_epoch": self.best_epoch, "best_step": self.best_step,
                 "bad_epochs": self._bad_epochs, "signature": model_signature(self.model),
                 "config": _jsonable(asdict(self.config)), "torch_rng": torch.get_rng_state(),
                 "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
@@ -292,6 +260,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
         self.best, self.best_epoch, self._bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        self.best_step = state.get("best_step")
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
@@ -353,6 +322,8 @@ class Trainer:
                            "lr": self.scheduler.get_last_lr()[0], **{k: float(v) for k, v in parts.items()}}
                     self.step_log.append(rec)
                     self._append_metrics(rec)
+                if self._step_evaluation(i + 1):
+                    break
         if micro:  # leftover micro-batches at the end of the epoch
             self._optimizer_step()
             if bar is not None:
@@ -384,8 +355,36 @@ class Trainer:
             out = self.eval_fn(self.model, self.eval_data)
         return {k: float(v) for k, v in out.items()}
 
+    def _step_evaluation(self, batches_done: int) -> bool:
+        """Every eval_steps optimizer steps: evaluate, log a history record, track the best; True = stop early."""
+        cfg = self.config
+        if self.eval_fn is None or not cfg.eval_steps or self.step % cfg.eval_steps:
+            return False
+        ev = self._evaluate_now()
+        self.model.train()
+        try:
+            frac = batches_done / len(self.loader)
+        except TypeError:
+            frac = 0.0
+        rec = {"epoch": round(self.epoch + frac, 4), "step": self.step, **{f"eval_{k}": v for k, v in ev.items()},
+               "lr": self.scheduler.get_last_lr()[0]}
+        self.history.append(rec)
+        self._append_metrics(rec)
+        log.info("step %d: %s", self.step, {k: round(v, 5) for k, v in ev.items()})
+        self._early_stop = self._track_best(rec)
+        return self._early_stop
+
+    def _evaluate_now(self) -> dict[str, float]:
+        """evaluate(), refusing non-finite metrics; remembered with its step so an epoch end at the same step reuses it."""
+        ev = self.evaluate()
+        if not all(math.isfinite(v) for v in ev.values()):
+            self._diverged(f"evaluation metrics are not finite: {ev}")
+        self._last_eval = (self.step, ev)
+        return ev
+
     def fit(self) -> list[dict[str, Any]]:
-        """Train for config.epochs (or until early stopping); returns one record per epoch."""
+        """Train for config.epochs (or until early stopping); returns one record per epoch and one per evaluation
+        every eval_steps steps (an evaluation on an epoch's last step is in that epoch's record)."""
         cfg = self.config
         bar = None
         if cfg.progress:
@@ -396,16 +395,20 @@ class Trainer:
             while self.epoch < cfg.epochs:
                 t0 = time.perf_counter()
                 train = self.train_epoch(bar)
-                ev = self.evaluate()
-                if not all(math.isfinite(v) for v in ev.values()):
-                    self._diverged(f"evaluation metrics are not finite: {ev}")
+                fresh = self._last_eval is None or self._last_eval[0] != self.step
+                ev = self._evaluate_now() if fresh else self._last_eval[1]
                 self.epoch += 1
                 rec = {"epoch": self.epoch, "step": self.step, **{f"train_{k}": v for k, v in train.items()},
                        **{f"eval_{k}": v for k, v in ev.items()}, "lr": self.scheduler.get_last_lr()[0],
                        "seconds": round(time.perf_counter() - t0, 3)}
+                if not fresh and self.history and self.history[-1]["step"] == self.step:
+                    # this step's evaluation record: the epoch record holds its metrics (and, when early stopping
+                    # cut the epoch short, its fractional epoch)
+                    popped = self.history.pop()
+                    rec["epoch"] = popped["epoch"] if self._early_stop else self.epoch
                 self.history.append(rec)
                 self._append_metrics(rec)
-                stop = self._track_best(rec)
+                stop = self._track_best(rec) if fresh or self.eval_fn is None else self._early_stop
                 if self.out:
                     self.save_checkpoint(self.out / CHECKPOINT)
                 for cb in self.callbacks:
@@ -416,15 +419,14 @@ class Trainer:
                     break
                 if stop:
                     self.stop_reason = (f"early stopping: {cfg.monitor} did not improve for "
-                                        f"{cfg.early_stopping_patience} epochs (best at epoch {self.best_epoch})")
+                                        f"{cfg.early_stopping_patience} evaluations (best at epoch "
+                                        f"{self.best_epoch}, step {self.best_step})")
                     log.info(self.stop_reason)
                     break
         finally:
             if bar is not None:
                 bar.close()
-        if self.best_epoch is not None and cfg.restore_best and self.best_epoch != self.epoch and self.out \
-                and (self.out / BEST).exists():
-            self.model.load_state_dict(torch.load(self.out / BEST, map_location="cpu", weights_only=True))
+        self._restore_best()
         self._write_curves()
         return self.history
 
@@ -440,13 +442,29 @@ class Trainer:
         if value is None:
             return False
         if _better(value, self.best, self.config.monitor_mode):
-            self.best, self.best_epoch, self._bad_epochs = value, self.epoch, 0
+            self.best, self.best_epoch, self.best_step, self._bad_epochs = value, rec["epoch"], self.step, 0
             if self.out:
                 torch.save(self.model.state_dict(), self.out / BEST)
+            elif self.config.restore_best and self.eval_fn is not None:  # no run folder: keep them in memory
+                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return False
         self._bad_epochs += 1
         p = self.config.early_stopping_patience
         return p is not None and self._bad_epochs >= p
+
+    def _restore_best(self) -> None:
+        """With restore_best, load the weights of the best evaluation unless they are the current ones."""
+        if self.best_step is None or not self.config.restore_best or self.best_step == self.step:
+            return
+        if self.out and (self.out / BEST).exists():
+            state = torch.load(self.out / BEST, map_location="cpu", weights_only=True)
+        elif self._best_state is not None:
+            state = self._best_state
+        else:
+            return
+        self.model.load_state_dict(state)
+        log.info("restored the best weights: %s = %.5g at epoch %s, step %d", self.config.monitor, self.best,
+                 self.best_epoch, self.best_step)
 
     # ------------------------------------------------------------------ outputs
     def _append_metrics(self, rec: dict[str, Any]) -> None:

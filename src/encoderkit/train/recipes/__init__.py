@@ -72,7 +72,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
     g.add_argument("--seed", type=int, help="random seed")
-    g.add_argument("--patience", type=int, help="early-stopping patience in epochs (needs held-out data)")
+    g.add_argument("--patience", type=int, help="early stopping: evaluations without improvement (needs held-out data)")
     g.add_argument("--freeze-layers", type=int, help="freeze the first N layers")
     g.add_argument("--resume", help="continue from this run folder or checkpoint")
     g.add_argument("--limit", type=int, help="use only the first N training examples (quick runs)")

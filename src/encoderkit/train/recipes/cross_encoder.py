@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
+from encoderkit.train.recipes._evaluation import add_eval_arguments, configure_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +226,13 @@ def training_items(records: list[dict], loss: str, num_negatives: int | None = N
 
 
 def train_cross_encoder(model: CrossEncoderModel, records: list[dict], loss: str = "bce", config=None,
-                        num_negatives: int | None = None) -> list[dict[str, Any]]:
-    """Fine-tune model in place on mined records; returns the Trainer's history (model left in eval mode)."""
-    from encoderkit.train.trainer import Trainer, TrainConfig
+                        num_negatives: int | None = None, *, evaluator=None,
+                        report: dict | None = None) -> list[dict[str, Any]]:
+    """Fine-tune model in place on mined records; returns the Trainer's history (model left in eval mode).
+    evaluator (e.g. a RerankEvaluator, called on the model) runs at each epoch end and every config.eval_steps
+    steps; report receives the step losses and the best evaluation."""
+    from encoderkit.train.recipes._evaluation import fit
+    from encoderkit.train.trainer import TrainConfig
 
     cfg = config or TrainConfig(epochs=1, batch_size=16, lr=2e-5, warmup_steps=10, restore_best=False)
     items = training_items(records, loss, num_negatives)
@@ -235,7 +240,7 @@ def train_cross_encoder(model: CrossEncoderModel, records: list[dict], loss: str
     loader = torch.utils.data.DataLoader(_List(items), batch_size=cfg.batch_size, shuffle=cfg.shuffle,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=list)
     try:
-        return Trainer(trainable, lambda m, b: m.loss(b), loader, config=cfg).fit()
+        return fit(trainable, loader, cfg, evaluator, model, report)
     finally:
         model.eval()
 
@@ -248,6 +253,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=("bce", "listwise"), default="bce", help="pointwise BCE or listwise softmax CE")
     p.add_argument("--num-negatives", type=int, help="negatives used per record (default: all / the fewest)")
     p.add_argument("--max-length", type=int, default=256, help="token limit of a (query, passage) pair")
+    add_eval_arguments(p, "dev set reranked during training (MRR@10, NDCG@10): a JSONL of {query, positive, "
+                          "negatives} like --data (e.g. `encoderkit mine` on held-out queries)")
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -256,15 +263,40 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     records = read_mined(args.data)
     if args.limit:
         records = records[: args.limit]
-    cfg = train_config_from_args(args, epochs=1, batch_size=16, lr=2e-5, warmup_steps=10, restore_best=False)
+    evaluator = None
+    if args.dev:
+        from encoderkit.evaluate.evaluators import RerankEvaluator, rerank_samples
+
+        evaluator = RerankEvaluator(rerank_samples(read_mined(args.dev)[: args.dev_max]))
+    cfg = configure_evaluation(train_config_from_args(args, epochs=1, batch_size=16, lr=2e-5, warmup_steps=10,
+                                                      restore_best=False), evaluator, args)
     cfg.out_dir = None  # the output folder is the transformers checkpoint written below
     model = cross_encoder_from(args.model, max_length=args.max_length, seed=cfg.seed)
     t0 = time.perf_counter()
-    history = train_cross_encoder(model, records, args.loss, cfg, args.num_negatives)
+    report: dict = {}
+    history = train_cross_encoder(model, records, args.loss, cfg, args.num_negatives, evaluator=evaluator,
+                                  report=report)
+    seconds = round(time.perf_counter() - t0, 1)
     model.save(args.out)
-    return {"recipe": "cross-encoder", "out": str(args.out), "records": len(records), "loss": args.loss,
-            "epochs": len(history), "train_loss": history[-1].get("train_loss"),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return _summary(args, records, cfg, evaluator, history, report, seconds)
+
+
+def _summary(args, records, cfg, evaluator, history, report, seconds) -> dict[str, Any]:
+    """Write the model card, history and curves into the saved folder; the CLI's JSON summary."""
+    from encoderkit.train.model_card import CardInfo, write_training_report
+
+    info = CardInfo("cross-encoder", args.model, {Path(args.data).name: len(records)}, args.loss,
+                    {"num_negatives": args.num_negatives, "max_length": args.max_length}, cfg,
+                    f"{evaluator.describe()} ({args.dev})" if evaluator is not None else "",
+                    report.get("best", {}), seconds)
+    files = write_training_report(args.out, info, history, report.get("steps"))
+    last = history[-1]
+    out = {"recipe": "cross-encoder", "out": str(args.out), "records": len(records), "loss": args.loss,
+           "epochs": sum(1 for r in history if "train_loss" in r), "train_loss": last.get("train_loss"),
+           "seconds": seconds, **files}
+    if evaluator is not None:
+        out.update({"best": report["best"], "last_dev": {k[5:]: v for k, v in last.items() if k.startswith("eval_")}})
+    return out
 
 
 register_recipe("cross-encoder", _args, _run,

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
+from encoderkit.train.recipes._evaluation import add_eval_arguments, configure_evaluation
 from encoderkit.train.recipes.text import ContrastiveTrainable
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "margin-mse", "kl", "cosent", "angle")
@@ -102,10 +103,14 @@ def check_records(records: list[dict], loss: str) -> None:
             raise ValueError(f"record {i} has no negatives; the {loss} loss needs at least one (encoderkit mine)")
 
 
-def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=None, **loss_kw) -> list[dict[str, Any]]:
+def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=None, *, evaluator=None,
+                    report: dict | None = None, **loss_kw) -> list[dict[str, Any]]:
     """Fine-tune a loaded text Encoder in place on records (see the module docstring); returns the Trainer's
-    history, the encoder left in eval mode, ready to encode or `save`."""
-    from encoderkit.train.trainer import Trainer, TrainConfig
+    history, the encoder left in eval mode, ready to encode or `save`. evaluator (encoderkit.evaluate.evaluators,
+    called on the encoder) runs at each epoch end and every config.eval_steps steps; report receives the step
+    losses and the best evaluation."""
+    from encoderkit.train.recipes._evaluation import fit
+    from encoderkit.train.trainer import TrainConfig
 
     check_records(records, loss)
     cfg = config or TrainConfig(epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
@@ -115,7 +120,7 @@ def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=Non
     loader = torch.utils.data.DataLoader(records, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=list)
     try:
-        return Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
+        return fit(model, loader, cfg, evaluator, encoder, report)
     finally:
         encoder.model.eval()
         encoder.head.eval()
@@ -152,6 +157,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", help="gist: the guide encoder (default: the starting model)")
     p.add_argument("--num-negatives", type=int, help="hard negatives used per record (default: all)")
     p.add_argument("--max-length", type=int, default=256, help="token limit while training")
+    add_eval_arguments(p, "dev set evaluated during training: a BEIR folder (IR metrics on --dev-split) for the "
+                          "query losses, an STS Benchmark file or folder (Spearman) for cosent / angle")
 
 
 def _ints(s: str | None, what: str, cast=int) -> list | None:
@@ -172,19 +179,61 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit:
         records = records[: args.limit]
     check_records(records, args.loss)
+    evaluator = dev_evaluator(args)
+    cfg = configure_evaluation(train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10,
+                                                      restore_best=False), evaluator, args)
+    cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
     enc = encoderkit.load(args.model, max_length=args.max_length)
     guide = encoderkit.load(args.guide or args.model, max_length=args.max_length) if args.loss == "gist" else None
-    cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
-    cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
+    loss_kw = dict(scale=args.scale, chunk_size=args.chunk_size,
+                   matryoshka_dims=_ints(args.matryoshka_dims, "--matryoshka-dims"),
+                   matryoshka_weights=_ints(args.matryoshka_weights, "--matryoshka-weights", float),
+                   num_negatives=args.num_negatives)
     t0 = time.perf_counter()
-    history = train_retrieval(enc, records, args.loss, cfg, scale=args.scale, chunk_size=args.chunk_size,
-                              matryoshka_dims=_ints(args.matryoshka_dims, "--matryoshka-dims"),
-                              matryoshka_weights=_ints(args.matryoshka_weights, "--matryoshka-weights", float),
-                              guide=guide, num_negatives=args.num_negatives)
+    report: dict = {}
+    history = train_retrieval(enc, records, args.loss, cfg, evaluator=evaluator, report=report, guide=guide, **loss_kw)
+    seconds = round(time.perf_counter() - t0, 1)
     enc.save(args.out)
-    return {"recipe": "retrieval", "loss": args.loss, "out": str(args.out), "records": len(records),
-            "epochs": len(history), "train_loss": history[-1].get("train_loss"),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return _summary(args, records, cfg, evaluator, history, report, loss_kw, seconds)
+
+
+def dev_evaluator(args: argparse.Namespace):
+    """The --dev evaluator: STS (Spearman) for the pair losses, IR (NDCG@10, MRR@10, recall) for the others."""
+    if not args.dev:
+        return None
+    from encoderkit.evaluate.evaluators import ir_evaluator_from_beir, sts_evaluator_from_file
+
+    if args.loss in _PAIR_LOSSES:
+        if Path(args.dev).is_dir() and (Path(args.dev) / "corpus.jsonl").is_file():
+            raise ValueError(f"--dev {args.dev} is a BEIR folder; the {args.loss} loss is evaluated on scored pairs "
+                             "(an STS Benchmark file such as sts-dev.csv)")
+        return sts_evaluator_from_file(args.dev, args.dev_max)
+    if not Path(args.dev).is_dir():
+        raise ValueError(f"--dev {args.dev} is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/"
+                         f"{args.dev_split}.tsv), which the {args.loss} loss is evaluated on")
+    return ir_evaluator_from_beir(args.dev, args.dev_split, args.dev_max)
+
+
+def _summary(args, records, cfg, evaluator, history, report, loss_kw, seconds) -> dict[str, Any]:
+    """Write the model card, history and curves into the saved folder; the CLI's JSON summary."""
+    from encoderkit.train.model_card import CardInfo, write_training_report
+
+    desc = ""
+    if evaluator is not None:
+        desc = f"{evaluator.describe()} ({args.dev}{'' if args.loss in _PAIR_LOSSES else ', ' + args.dev_split})"
+    params = {k: v for k, v in loss_kw.items() if k != "chunk_size" or args.loss == "cached-mnrl"}
+    if args.loss == "gist":
+        params["guide"] = args.guide or args.model
+    info = CardInfo("bi-encoder", args.model, {Path(args.data).name: len(records)}, args.loss,
+                    {**params, "max_length": args.max_length}, cfg, desc, report.get("best", {}), seconds)
+    files = write_training_report(args.out, info, history, report.get("steps"))
+    last = history[-1]
+    out = {"recipe": "retrieval", "loss": args.loss, "out": str(args.out), "records": len(records),
+           "epochs": sum(1 for r in history if "train_loss" in r), "train_loss": last.get("train_loss"),
+           "seconds": seconds, **files}
+    if evaluator is not None:
+        out.update({"best": report["best"], "last_dev": {k[5:]: v for k, v in last.items() if k.startswith("eval_")}})
+    return out
 
 
 register_recipe("retrieval", _args, _run,
