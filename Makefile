@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean bench serve
+.PHONY: demo test test-fast install clean bench serve bench-peers
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,5 +41,15 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/encode_throughput.py
 
+# infinity-emb, the peer server of benchmarks/serve_load.py, in its own venv: it pins numpy<2 and older uvicorn /
+# huggingface_hub / typer, which conflict with encoderkit's; serve_load.py starts it from there as a subprocess
+PEERS   := .venv-bench-infinity
+bench-peers: $(PEERS)/bin/infinity_emb
+
+$(PEERS)/bin/infinity_emb:
+	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet torch==2.13.0
+	$(PEERS)/bin/pip install --quiet 'infinity-emb[server,torch,optimum]==0.0.78'
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(PEERS) build *.egg-info src/*.egg-info

@@ -1,9 +1,14 @@
 """Load benchmark for `encoderkit serve` (not a test): N concurrent clients on loopback send short texts to
-/v1/embeddings; throughput and p50/p99 latency with dynamic batching vs the same model served one request
-at a time (--no-batching), measured in the same run, plus the p50 latency of a single short request alone.
+/v1/embeddings; throughput and p50/p99 latency with dynamic batching for each --compute engine, vs the same model
+served one request at a time (--no-batching) and vs infinity-emb serving the same model folder, all measured in the
+same run, plus the p50 latency of a single short request alone.
 
     .venv/bin/python benchmarks/serve_load.py [--clients 32] [--seconds 15] [--model all-MiniLM-L6-v2]
-"""
+        [--computes fp32,auto] [--peers infinity-torch,infinity-optimum]
+
+infinity-emb pins packages that conflict with encoderkit's (numpy<2, older uvicorn / huggingface_hub), so it lives
+in its own venv, .venv-bench-infinity (`make bench-peers`), and runs there as a subprocess server (`infinity_emb v2`,
+offline, the same folder encoderkit loads); a peer whose venv or engine is missing is reported as skipped."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +17,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from importlib.util import find_spec
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,8 +36,14 @@ def short_text(i: int) -> str:
     return f"{i} " + " ".join(rng.choice(WORDS, size=int(rng.integers(6, 13))))
 
 
+INFINITY_VENV = Path(__file__).resolve().parent.parent / ".venv-bench-infinity"
+
+
 class Server:
     """`encoderkit serve` in a subprocess on a free loopback port."""
+
+    health = "/health"
+    start_seconds = 180
 
     def __init__(self, model: str, extra: list[str], threads: int | None):
         self.port = free_port()
@@ -39,20 +52,26 @@ class Server:
                "--log-level", "warning", *extra]
         if threads:
             cmd += ["--threads", str(threads)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads could fill and stall the server
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env=self.env(threads))
+
+    def env(self, threads: int | None) -> dict:
+        return dict(os.environ)
 
     def __enter__(self) -> "Server":
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + self.start_seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read()[-2000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if httpx.get(self.url + self.health, timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("server did not start within 180 s")
+        self.__exit__()
+        raise RuntimeError(f"server did not start within {self.start_seconds} s")
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
@@ -60,12 +79,38 @@ class Server:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
     def metric(self, name: str) -> float:
         for line in httpx.get(self.url + "/metrics").text.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
+
+
+class InfinityServer(Server):
+    """infinity-emb (`infinity_emb v2`) serving a model folder offline from .venv-bench-infinity, OpenAI routes
+    under /v1; engine "torch" (its default, sentence-transformers) or "optimum" (ONNX Runtime)."""
+
+    health = "/health"
+    start_seconds = 600
+
+    def __init__(self, folder: str, name: str, engine: str, threads: int | None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", folder, "--served-model-name", name,
+               "--engine", engine, "--device", "cpu", "--port", str(self.port), "--url-prefix", "/v1",
+               "--log-level", "warning"]
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, text=True, env=self.env(threads))
+
+    def env(self, threads: int | None) -> dict:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+               "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+        if threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        return env
 
 
 class RawConnection:
@@ -104,14 +149,15 @@ class RawConnection:
             self.writer.close()
 
 
-async def load(url: str, model: str, clients: int, seconds: float, warmup: float = 2.0, http: str = "raw") -> dict:
+async def load(url: str, model: str, clients: int, seconds: float, warmup: float = 2.0, http: str = "raw",
+               encoding: str = "base64") -> dict:
     """`clients` concurrent closed-loop clients for `seconds`; latency of the requests after warm-up. `http`:
     "raw" (RawConnection, one keep-alive connection per client) or "httpx" (httpx.AsyncClient)."""
     lat: list[float] = []
     errors = 0
     # request bodies made before the clock starts (the load generator's own CPU stays off the measurement):
     # enough distinct texts for 400 req/s, above any rate measured here
-    bodies = [json.dumps({"model": model, "input": short_text(i), "encoding_format": "base64"})
+    bodies = [json.dumps({"model": model, "input": short_text(i), "encoding_format": encoding})
               for i in range(int(400 * (seconds + warmup)))]
     counter = iter(range(10**9))
     t_start = time.perf_counter()
@@ -207,20 +253,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads in the server (default: its choice)")
     ap.add_argument("--http", choices=("raw", "httpx"), default="raw",
                     help="load generator's HTTP client: raw asyncio streams (light) or httpx")
+    ap.add_argument("--computes", default="fp32,auto",
+                    help="encoderkit serve --compute values measured with dynamic batching (comma-separated)")
+    ap.add_argument("--peers", default="infinity-torch,infinity-optimum",
+                    help="peer servers on the same model folder: infinity-torch, infinity-optimum ('' for none)")
+    ap.add_argument("--single-requests", type=int, default=100, help="requests for the single-request latency")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    computes = [c for c in args.computes.split(",") if c]
+    peers = [p for p in args.peers.split(",") if p]
+    for p in peers:
+        if p not in ("infinity-torch", "infinity-optimum"):
+            ap.error(f"unknown peer {p!r}; choose infinity-torch or infinity-optimum")
     # what uvicorn's "auto" settings pick in the server subprocess (same interpreter)
     stack = ("httptools" if find_spec("httptools") else "h11") + " + " + ("uvloop" if find_spec("uvloop") else "asyncio")
     out: dict = {"model": args.model, "http_client": args.http, "server_stack": stack,
                  "cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
     out["forward_only"] = forward_ceiling(args.model, args.clients, args.threads)
-    with Server(args.model, [], args.threads) as srv:
-        out["single"] = single_latency(srv.url, args.model)
-        n0, s0 = srv.metric("encoderkit_batch_requests_count"), srv.metric("encoderkit_batch_requests_sum")
-        out["batched"] = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http))
-        n = srv.metric("encoderkit_batch_requests_count") - n0
-        out["batched"]["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") - s0) / n if n else None
-    with Server(args.model, ["--no-batching"], args.threads) as srv:
+    out["engines"] = {}
+    for compute in computes:
+        with Server(args.model, ["--compute", compute], args.threads) as srv:
+            n0, s0 = srv.metric("encoderkit_batch_requests_count"), srv.metric("encoderkit_batch_requests_sum")
+            r = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http))
+            n = srv.metric("encoderkit_batch_requests_count") - n0
+            r["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") - s0) / n if n else None
+            r["single"] = single_latency(srv.url, args.model, args.single_requests)
+            r["engine"] = httpx.get(srv.url + "/info").json().get("compute_engine")
+            out["engines"][f"encoderkit {compute}"] = r
+            if compute == computes[0]:  # the batching comparison below is made on this engine
+                out["batched"], out["single"] = r, r["single"]
+    out["peers"] = {p: measure_peer(p, args) for p in peers}
+    with Server(args.model, ["--no-batching", "--compute", computes[0]], args.threads) as srv:
         out["one_at_a_time"] = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http))
     b, o = out["batched"], out["one_at_a_time"]
     out["throughput_ratio"] = b["rps"] / o["rps"] if o["rps"] else None
@@ -241,7 +304,68 @@ def main(argv: list[str] | None = None) -> int:
           f"a {f['ceiling_ratio']:.2f}x ceiling for batching on this machine now")
     print(f"single short request alone: p50 {out['single']['p50_ms']:.1f} ms, p99 {out['single']['p99_ms']:.1f} ms "
           "(goal p50 < 20 ms)")
+    print_engines(out, args.clients)
     return 0
+
+
+def measure_peer(peer: str, args) -> dict:
+    """One peer server on the same model folder: batched load and single-request latency, or why it was skipped."""
+    from encoderkit.checkpoints.hub import resolve
+
+    if not (INFINITY_VENV / "bin" / "infinity_emb").is_file():
+        return {"skipped": f"{INFINITY_VENV} has no infinity_emb: make bench-peers"}
+    engine, folder, view = peer.split("-", 1)[1], str(resolve(args.model)), None
+    try:
+        if engine == "optimum":  # its ONNX Runtime engine reads onnx/model.onnx, as hub repos ship it
+            folder = view = onnx_folder(folder)
+        with InfinityServer(folder, args.model, engine, args.threads) as srv:
+            r = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http, encoding="float"))
+            r["single"] = single_latency(srv.url, args.model, args.single_requests)
+            if r["errors"] and not r["requests"]:
+                return {"skipped": f"every request failed ({r['errors']} errors)"}
+            return r
+    except RuntimeError as exc:  # the engine is not installed or does not start on this model
+        errors = [line.strip() for line in str(exc).splitlines() if "Error" in line]
+        return {"skipped": (errors[-1] if errors else " ".join(str(exc).split()))[-300:]}
+    finally:
+        if view is not None:  # the temporary onnx_folder view (symlinks and the exported file)
+            import shutil
+
+            shutil.rmtree(view, ignore_errors=True)
+
+
+def onnx_folder(folder: str) -> str:
+    """A temporary view of a model folder plus onnx/model.onnx (the transformers model exported by torch.onnx, as
+    benchmarks/_peers.py does for sentence-transformers' backend="onnx"), for infinity-emb's optimum engine."""
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _peers import hf_onnx_bytes
+
+    view = Path(tempfile.mkdtemp(prefix="serve_load_onnx_"))
+    for item in Path(folder).iterdir():
+        (view / item.name).symlink_to(item)
+    (view / "onnx").mkdir()
+    (view / "onnx" / "model.onnx").write_bytes(hf_onnx_bytes(transformers.AutoModel.from_pretrained(folder).eval()))
+    return str(view)
+
+
+def print_engines(out: dict, clients: int) -> None:
+    """Each engine's requests/s at `clients` clients and single-request p50, with ratios to the best peer."""
+    rows = {**out["engines"], **{k: v for k, v in out["peers"].items() if "skipped" not in v}}
+    best = max((v["rps"] for k, v in out["peers"].items() if "skipped" not in v), default=None)
+    best_p50 = min((v["single"]["p50_ms"] for k, v in out["peers"].items() if "skipped" not in v), default=None)
+    print(f"\n{'engine (' + str(clients) + ' clients)':<26}{'req/s':>9}{'vs peer':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'single p50':>12}{'errors':>8}  runs on")
+    for name, r in rows.items():
+        ratio = f"{r['rps'] / best:.2f}x" if best else "-"
+        print(f"{name:<26}{r['rps']:>9.1f}{ratio:>9}{r['p50_ms'] or 0:>9.1f}{r['p99_ms'] or 0:>9.1f}"
+              f"{r['single']['p50_ms']:>12.1f}{r['errors']:>8}  {r.get('engine') or name}")
+    for name, v in out["peers"].items():
+        if "skipped" in v:
+            print(f"{name}: skipped ({v['skipped']})")
+    if best:
+        print(f"goal: >= 1.5x the best peer's req/s ({best:.1f}) and a lower single-request p50 ({best_p50:.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ def register(sub) -> None:
                    help="OpenAI/TEI: cut over-long inputs instead of refusing them (Ollama truncates by default)")
     p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all allowed CPUs)")
+    p.add_argument("--compute", choices=["auto", "fp32", "onnx", "openvino", "bf16", "int8"], default="auto",
+                   help="how models compute: auto (default: the fastest exact exported engine installed, OpenVINO "
+                        "then ONNX Runtime, else torch fp32), fp32 (torch), onnx, openvino (exact), bf16, int8 "
+                        "(approximate); GET /info names the engine")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="server log detail (default info; debug also logs each request)")
@@ -84,7 +88,7 @@ def run_serve(args) -> int:
                       insecure=args.insecure, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                       max_queue=args.max_queue, batching=not args.no_batching, max_inputs=args.max_inputs,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024), auto_truncate=args.auto_truncate,
-                      graceful_timeout=args.graceful_timeout)
+                      graceful_timeout=args.graceful_timeout, compute=args.compute)
     check_bind(cfg)  # before loading models: fail fast
     logging.getLogger("encoderkit").setLevel(getattr(logging, args.log_level.upper()))
     run(cfg, log_level=args.log_level)

@@ -5,6 +5,7 @@ import importlib.util
 import inspect
 import io
 import logging
+import threading
 import warnings
 from typing import Any
 
@@ -148,34 +149,41 @@ class OrtRunner(BackendRunner):
 class OpenVinoRunner(BackendRunner):
     backend = "openvino"
 
-    def __init__(self, onnx_bytes: bytes, names: tuple[str, ...], threads: int):
+    def __init__(self, onnx_bytes: bytes, names: tuple[str, ...], threads: int, streams: int = 1):
         super().__init__(names, threads)
         import openvino as ov
 
         core = ov.Core()
         ov_model = ov.convert_model(io.BytesIO(onnx_bytes))
-        # fp32 everywhere: the CPU plugin's default precision on bf16-capable CPUs is bf16 (not exact)
+        # fp32 everywhere: the CPU plugin's default precision on bf16-capable CPUs is bf16 (not exact).
+        # streams > 1: that many callers at once (encode workers), each on its own stream of `threads` threads
         self.compiled = core.compile_model(ov_model, "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"})
-        self.request = self.compiled.create_infer_request()
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": str(threads * streams), "NUM_STREAMS": str(streams)})
+        self._local = threading.local()  # one infer request per calling thread
         self.names = tuple(n for i in self.compiled.inputs for n in i.get_names() if n in INPUTS)
         self.description = f"openvino {ov.__version__} (exported fp32 graph, f32 precision hint, {threads} threads)"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        res = self.request.infer(feeds)
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        res = request.infer(feeds)
         return np.array(res[self.compiled.output(0)], copy=True)
 
 
-def make_runner(model: nn.Module, backend: str, *, pad_id: int = 0, threads: int | None = None) -> BackendRunner:
-    """Export `model` (a text backbone, fp32 on the CPU) and load it under `backend` ("onnx" | "openvino")."""
+def make_runner(model: nn.Module, backend: str, *, pad_id: int = 0, threads: int | None = None,
+                streams: int = 1) -> BackendRunner:
+    """Export `model` (a text backbone, fp32 on the CPU) and load it under `backend` ("onnx" | "openvino").
+    streams: how many threads may call the runner at once, each computing with `threads` threads (an ONNX Runtime
+    session takes concurrent calls as is; OpenVINO gets that many streams)."""
     if backend not in EXACT_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(EXACT_BACKENDS)}")
     require(backend)
     threads = threads or torch.get_num_threads()
     onnx_bytes, names = export_onnx(model, pad_id)
-    cls = OrtRunner if backend == "onnx" else OpenVinoRunner
-    runner = cls(onnx_bytes, names, threads)
+    runner = OrtRunner(onnx_bytes, names, threads) if backend == "onnx" else \
+        OpenVinoRunner(onnx_bytes, names, threads, streams)
     log.info("compute=%s: backbone exported to ONNX (%.1f MB), %d threads", backend, len(onnx_bytes) / 1e6, threads)
     return runner
 
@@ -200,6 +208,13 @@ def attach_backend(encoder: Any, compute: str) -> Any:
     if getattr(encoder, "modality", "text") != "text":
         raise ValueError(f"compute={compute!r} exports text backbones only; this is a {encoder.modality} encoder "
                          "(use compute='fp32')")
-    encoder._runner = make_runner(encoder.model, compute, pad_id=int(getattr(encoder, "pad_id", 0) or 0))
+    try:
+        encoder._runner = make_runner(encoder.model, compute, pad_id=int(getattr(encoder, "pad_id", 0) or 0))
+    except Exception as exc:  # noqa: BLE001 - "auto" promises a working encoder: the torch path is exact too
+        if requested != "auto":
+            raise
+        log.warning("compute='auto': %s cannot run %s (%s: %s); using torch fp32", compute,
+                    type(encoder.model).__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return encoder
     encoder.compute = compute
     return encoder

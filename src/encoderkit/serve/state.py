@@ -42,6 +42,7 @@ class ServeConfig:
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
     switch_interval: float = 0.0005  # sys.setswitchinterval for `run` (see app.run)
     max_models: int = 2  # models loaded on first use for collections (beyond the preloaded ones), least recent evicted
+    compute: str = "fp32"  # Encoder compute mode (`encoderkit serve` defaults to "auto": the fastest exact engine)
 
     @property
     def limits(self) -> Limits:
@@ -62,11 +63,13 @@ class CollectionModels:
     """The models collections were built with, loaded on first use (`get` blocks: call it in a worker thread) and
     kept in a least-recently-used set of at most `size`; preloaded (--model) models are never loaded again."""
 
-    def __init__(self, registry: ModelRegistry, limits: Limits, metrics: Metrics | None, size: int):
+    def __init__(self, registry: ModelRegistry, limits: Limits, metrics: Metrics | None, size: int,
+                 compute: str = "fp32"):
         import threading
         from collections import OrderedDict
 
         self.registry, self.limits, self.metrics, self.size = registry, limits, metrics, max(1, size)
+        self.compute = compute
         self._models: OrderedDict[str, EmbeddingModel] = OrderedDict()
         self._lock, self._loading = threading.Lock(), {}
 
@@ -94,7 +97,7 @@ class CollectionModels:
             import encoderkit
 
             t0 = time.perf_counter()
-            model = EmbeddingModel(name, encoderkit.load(name), self.limits, self.metrics)
+            model = EmbeddingModel(name, encoderkit.load(name, compute=self.compute), self.limits, self.metrics)
             model.load_seconds = time.perf_counter() - t0
             log.info("loaded model %s for a collection in %.1f s", name, model.load_seconds)
             evicted = []

@@ -68,6 +68,8 @@ class Info(BaseModel):
     docker_label: str | None = None
     models: list[str] = []
     rerank_models: list[str] = []
+    compute: str | None = None  # encoderkit: the default model's compute mode (fp32, onnx, openvino, ...)
+    compute_engine: str | None = None  # encoderkit: what runs its forward passes (torch, onnxruntime, openvino)
 
 
 def _truncate(state: ServerState, value: bool | None) -> bool:
@@ -133,6 +135,7 @@ async def info(state: ServerState = Depends(server_state)) -> dict:
     cfg = state.config
     m = state.registry.get(None)
     r = state.registry.get_reranker(None)
+    engine = m.encoder.info() if m is not None else {}
     if m is not None:
         model_id, max_len = m.name, m.max_length
         pooling = "splade" if getattr(m.encoder, "sparse", None) is not None else m.encoder.pooling  # as TEI says
@@ -150,7 +153,8 @@ async def info(state: ServerState = Depends(server_state)) -> dict:
             "max_client_batch_size": cfg.max_inputs, "auto_truncate": cfg.auto_truncate,
             "tokenization_workers": 1, "version": encoderkit.__version__,
             "models": [e.name for e in state.registry.embedders],
-            "rerank_models": [e.name for e in state.registry.rerankers]}
+            "rerank_models": [e.name for e in state.registry.rerankers],
+            "compute": engine.get("compute"), "compute_engine": engine.get("compute_engine")}
 
 
 @router.get("/health", response_class=Response, summary="Health (TEI): 200 when models are loaded",
