@@ -1,6 +1,7 @@
-"""Crash safety: a child process ingests a large JSONL in batches and is SIGKILLed at random moments, several
-times; after each kill the collection opens, passes its integrity check (table, FTS5 and vector index agree)
-and holds every document whose batch had been committed. A final run completes the ingest."""
+"""Crash safety, on both backends (embedded SQLite + FAISS, PostgreSQL + pgvector): a child process ingests a large
+JSONL in batches and is SIGKILLed at random moments, several times; after each kill the collection opens, passes
+its integrity check (table, keyword and vector index agree), holds every document whose batch had been committed,
+and holds exactly a prefix of the file in whole batches (never half a batch). A final run completes the ingest."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from encoderkit.store import Collection
+from pg_server import collection_url, pg_url, unique_name  # noqa: F401  (pg_url: the session's server)
 from store_fakes import FakeEncoder
 
 TESTS = Path(__file__).resolve().parent
@@ -75,9 +77,18 @@ def _run_child(script: Path, kill_at: tuple[int, float] | None) -> tuple[set[str
     return committed, done
 
 
+def _present_prefix(col, ids: list[str], batch: int) -> int:
+    """How many of `ids` (the file's order) are stored; asserts they are exactly a prefix of whole batches."""
+    present = [h is not None for h in col.get(ids)]
+    n = sum(present)
+    assert present == [True] * n + [False] * (len(ids) - n), "the stored documents are not a prefix of the file"
+    assert n % batch == 0, f"{n} documents stored: half a batch of {batch} was left behind"
+    return n
+
+
 @pytest.mark.slow  # about 30-60 s: five child processes, 4,000 small documents
-@pytest.mark.parametrize("index", ["Flat", "HNSW32"])
-def test_sigkill_during_ingest(tmp_path, index):
+@pytest.mark.parametrize("backend,index", [("embedded", "Flat"), ("embedded", "HNSW32"), ("pgvector", "HNSW16")])
+def test_sigkill_during_ingest(tmp_path, request, backend, index):
     rng = random.Random(1234)
     n = 4000
     data = tmp_path / "big.jsonl"
@@ -86,7 +97,8 @@ def test_sigkill_during_ingest(tmp_path, index):
             words = " ".join(rng.choice("sun sea sand river snow code music bread tea city".split())
                              for _ in range(rng.randint(4, 12)))
             f.write(json.dumps({"id": f"doc{i}", "text": f"{words} number {i}", "n": i}) + "\n")
-    col_dir = tmp_path / "col"
+    col_dir = tmp_path / "col" if backend == "embedded" else collection_url(request.getfixturevalue("pg_url"),
+                                                                             unique_name("crash"))
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(TESTS), col=str(col_dir), index=index, data=str(data)))
     committed_ever: set[str] = set()
@@ -102,6 +114,7 @@ def test_sigkill_during_ingest(tmp_path, index):
         present = col.get(sorted(committed_ever))
         missing = [i for i, h in zip(sorted(committed_ever), present) if h is None]
         assert not missing, f"after kill {attempt}: {len(missing)} committed documents missing, e.g. {missing[:3]}"
+        assert col.count() == _present_prefix(col, [f"doc{i}" for i in range(n)], 40)
         # what is there is searchable both ways
         some = sorted(committed_ever)[:: max(1, len(committed_ever) // 5)]
         for doc_id in some:

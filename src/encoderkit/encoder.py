@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from encoderkit.devices import resolve_device
+from encoderkit.long_text import encode_bounded
 from encoderkit.nn.embedding_head import EmbeddingHead
 from encoderkit.quantize import PRECISIONS, quantize
 
@@ -160,13 +161,20 @@ class Encoder:
         if self.tokenizer is None:
             raise RuntimeError(f"{self.name or 'this encoder'} has no tokenizer (a backbone-only folder): "
                                "call encoder.model(input_ids=..., attention_mask=...) with token ids instead")
-        encs = self.tokenizer.encode_batch([t.lower() for t in texts] if self.do_lower_case else texts)
+        texts = [t.lower() for t in texts] if self.do_lower_case else list(texts)
+        if self.tokenizer.truncation is None:  # nothing is cut: every character counts
+            encs, cut = self.tokenizer.encode_batch(texts), [None] * len(texts)
+        else:  # a 5 MB text costs what its first max_length tokens cost (long_text.py)
+            encs, cut = encode_bounded(self.tokenizer.encode_batch, texts, self.max_length,
+                                       lambda e: bool(e.overflowing),
+                                       from_end=self.tokenizer.truncation.get("direction") == "left")
         if not truncate:
             for i, e in enumerate(encs):
                 if e.overflowing:
-                    total = len(self.tokenizer.encode(texts[i]).ids) + sum(len(o.ids) for o in e.overflowing)
+                    total = len(e.ids) + sum(len(o.ids) for o in e.overflowing)
                     raise ValueError(f"input {i} is longer than the model's limit of {self.max_length} tokens "
-                                     f"(about {total}); shorten it or pass truncate=True")
+                                     f"({'more than' if cut[i] is not None else 'about'} {total}); shorten it or pass "
+                                     "truncate=True")
         return encs
 
     def _batch_tensors(self, encs: list[Any]) -> dict[str, torch.Tensor]:
@@ -289,7 +297,7 @@ class Encoder:
                prompt_name: str | None = None, output: str = "pooled", progress: bool | None = None,
                truncate: bool = True, calibration_embeddings: np.ndarray | None = None,
                ranges: np.ndarray | None = None, task: str | None = None, max_active_dims: int | None = None,
-               chunks: Any = None) -> Any:
+               chunks: Any = None, workers: int | None = None) -> Any:
         """Vectors for `inputs` (a string gives one vector, a list gives (n, dim)).
         normalize: unit length (default: what the checkpoint's pipeline says); dimensions: keep the first d
         (Matryoshka), renormalized when normalizing; precision: float32 | float16 | int8 | uint8 | binary |
@@ -298,8 +306,20 @@ class Encoder:
         output="sparse": scipy CSR (n, vocab) (max_active_dims: keep the k largest); output="multivector": list of
         (n_i, d) token-vector arrays (task="query" for the query side); chunks: late chunking, one vector per chunk
         of each text (character spans, "sentences" or a token window size; see encoderkit.output_kinds).
-        Texts longer than max_length tokens are truncated, or rejected with truncate=False."""
+        Texts longer than max_length tokens are truncated, or rejected with truncate=False.
+        workers: None (automatic) uses N one-thread workers instead of one process of N threads for large inputs on
+        the CPU (encoderkit.compute.workers says when); 1 forces one process, N forces N workers."""
         target = self.route(task)
+        if workers != 1 or isinstance(workers, bool):  # data-parallel workers for large inputs; they call back here with workers=1
+            from encoderkit.compute.workers import encode_in_workers, plan_workers
+
+            n = plan_workers(target, inputs, workers, batch_size, chunks)
+            if n > 1:
+                return encode_in_workers(target, inputs, n, dict(
+                    batch_size=batch_size, normalize=normalize, precision=precision, dimensions=dimensions,
+                    prompt=prompt, prompt_name=prompt_name, output=output, progress=progress, truncate=truncate,
+                    calibration_embeddings=calibration_embeddings, ranges=ranges, task=task,
+                    max_active_dims=max_active_dims))
         if output != "tokens" and (output in ("sparse", "multivector") or chunks is not None or
                                    target.sparse is not None or target.late is not None):
             from encoderkit.output_kinds import encode_kind
@@ -311,7 +331,7 @@ class Encoder:
             return target.encode(inputs, batch_size=batch_size, normalize=normalize, precision=precision,
                                  dimensions=dimensions, prompt=prompt, prompt_name=prompt_name, output=output,
                                  progress=progress, truncate=truncate, calibration_embeddings=calibration_embeddings,
-                                 ranges=ranges)
+                                 ranges=ranges, workers=1)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output not in ("pooled", "tokens"):

@@ -32,6 +32,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """`text` as one printable line: line breaks, other control and format characters and lone surrogates (all of
+    which a message may quote from the user's input) written as escapes such as \\r or \\ud800."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse argv and run the chosen command; errors become one readable line and exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:  # OSError: also too-long paths
         if args.verbose:
             raise
-        print(f"encoderkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"encoderkit {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

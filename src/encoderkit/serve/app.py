@@ -2,6 +2,7 @@
 /metrics, API keys, body-size limit, errors in each API's format); `run(config)` serves it with uvicorn."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import sys
 import logging
@@ -29,10 +30,10 @@ def load_models(config: ServeConfig, metrics: Metrics) -> ModelRegistry:
     registry = ModelRegistry()
     for name in config.models:
         t0 = time.perf_counter()
-        m = EmbeddingModel(name, encoderkit.load(name), config.limits, metrics)
+        m = EmbeddingModel(name, encoderkit.load(name, compute=config.compute), config.limits, metrics)
         m.load_seconds = time.perf_counter() - t0
         registry.add(m)
-        log.info("serving %s (aliases: %s)", name, ", ".join(m.aliases))
+        log.info("serving %s (aliases: %s) on %s", name, ", ".join(m.aliases), m.encoder.info()["compute_engine"])
     for name in config.rerank_models:
         from encoderkit.tasks.rerank import CrossEncoder
 
@@ -108,6 +109,15 @@ class GuardMiddleware:
                     await self._reject(scope, send_wrapped, APIError(
                         413, f"request body exceeds {limit} bytes; send fewer inputs per request", "validation",
                         code="request_too_large"))
+            except asyncio.CancelledError:  # shutdown outlasted --graceful-timeout: say so in the API's format
+                if status["started"]:
+                    raise
+                log.warning("%s %s cancelled: the server is shutting down", scope.get("method"), scope.get("path"))
+                await self._reject(scope, send_wrapped, shutting_down(state.config.graceful_timeout))
+            except Exception as exc:  # answered here, so /metrics counts the status the client really got
+                if status["started"]:
+                    raise
+                await self._reject(scope, send_wrapped, internal_error(exc, scope))
         finally:
             state.metrics.in_flight -= 1
             route = scope.get("route")
@@ -164,6 +174,21 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
+def internal_error(exc: Exception, scope: dict) -> APIError:
+    """The 500 (424 on TEI routes) for an exception no route handled; logged with its traceback."""
+    log.error("unhandled %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path"), exc_info=exc)
+    return APIError(500, f"internal error ({type(exc).__name__}); see the server log", "backend",
+                    code="internal_error")
+
+
+def shutting_down(graceful_timeout: float) -> APIError:
+    """503 for a request cut off by shutdown: nothing it asked was done (a store write that had begun finished
+    and answered normally), so retrying elsewhere or after the restart is safe."""
+    return APIError(503, f"the server is shutting down and this request did not finish within the graceful timeout "
+                         f"({graceful_timeout:g} s); nothing was done: retry against another replica or after the "
+                         "restart", "unhealthy", code="shutting_down", headers={"Retry-After": "1"})
+
+
 def _validation_error(request: Request, exc: RequestValidationError):
     errs = exc.errors()
     first = errs[0] if errs else {}
@@ -202,6 +227,8 @@ def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None
     async def lifespan(app: FastAPI):
         yield
         log.info("shutting down: finishing queued work")  # uvicorn has already drained in-flight requests
+        if getattr(collections, "writes", None) is not None:  # writes that began finish and are answered
+            await collections.writes.drain()
         registry.close()
         if collections is not None:
             collections.close()
@@ -232,9 +259,7 @@ def create_app(config: ServeConfig | None = None, registry: ModelRegistry | None
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
-        return error_response(request.url.path, APIError(500, f"internal error ({type(exc).__name__}); see the "
-                                                              "server log", "backend", code="internal_error"))
+        return error_response(request.url.path, internal_error(exc, request.scope))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

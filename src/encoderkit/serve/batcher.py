@@ -34,6 +34,10 @@ class Closed(Exception):
     """The batcher is shutting down and takes no new work."""
 
 
+class Abandoned(Exception):
+    """Raised by a run_batch that stopped early because every caller of the batch went away (`Batcher.wanted`)."""
+
+
 @dataclass
 class _Job:
     items: list
@@ -74,6 +78,7 @@ class Batcher:
         self._busy_since: float | None = None
         self._ewma_batch_seconds = 0.05
         self._last_jobs = 0  # requests in the previous batch: > 1 means concurrent traffic, worth waiting for
+        self._running: list[_Job] = []  # the jobs of the batch being run
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -101,12 +106,24 @@ class Batcher:
             self._cv.notify()
         return await fut
 
+    def wanted(self) -> bool:
+        """Whether any caller still waits for the running batch (a long run_batch checks this between its
+        micro-batches, so work cancelled by shutdown stops within one of them)."""
+        return any(not j.future.done() for j in self._running)
+
     def close(self, timeout: float = 30.0) -> None:
-        """Finish queued work, then stop the worker."""
+        """Finish queued work that a caller still waits for, then stop the worker. Work nobody waits for (callers
+        cancelled by shutdown) is not waited on: the daemon worker stops after its current micro-batch, or at exit."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            with self._cv:
+                waited_for = self.wanted() or any(not j.future.done() for j in self._queue)
+            if not waited_for:
+                break
+            self._thread.join(0.05)
 
     # ------------------------------------------------------------------ worker side
     def _take(self) -> list[_Job] | None:
@@ -148,11 +165,15 @@ class Batcher:
                 continue
             items = [it for j in jobs for it in j.items]
             t0 = time.perf_counter()
+            self._running = jobs
             try:
                 results = list(self.run_batch(items))
                 if len(results) != len(items):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} inputs")
                 error = None
+            except Abandoned:  # nobody waits for it any more
+                log.info("batch of %d inputs on model %s stopped: its callers went away", len(items), self.name)
+                continue
             except Exception as exc:  # the model failed: every caller of this batch gets the error
                 log.exception("batch of %d inputs failed on model %s", len(items), self.name)
                 results, error = [], exc

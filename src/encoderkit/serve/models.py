@@ -9,7 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from encoderkit.serve.batcher import Batcher, BatchStats
+from encoderkit.long_text import encode_bounded
+from encoderkit.serve.batcher import Abandoned, Batcher, BatchStats
 from encoderkit.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,9 @@ log = logging.getLogger(__name__)
 class InputTooLong(ValueError):
     """An input has more tokens than the model accepts and the request asked not to truncate."""
 
-    def __init__(self, index: int, length: int, limit: int):
-        super().__init__(f"input {index} has {length} tokens, more than the model's limit of {limit}; "
-                         "shorten it or ask for truncation")
+    def __init__(self, index: int, length: int, limit: int, at_least: bool = False):
+        super().__init__(f"input {index} has {'at least ' if at_least else ''}{length} tokens, more than the "
+                         f"model's limit of {limit}; shorten it or ask for truncation")
         self.index, self.length, self.limit = index, length, limit
 
 
@@ -128,20 +129,25 @@ class EmbeddingModel:
         if self.encoder.do_lower_case:
             full = [t.lower() for t in full]
         skip = self.encoder.prompt_length(prefix) if prefix and not self.encoder.include_prompt else 0
-        if direction == "right":
-            encs = self.encoder.tokenizer.encode_batch(full)
+        if direction == "right":  # a 5 MB text is read only as far as the model's limit (long_text.py)
+            tok = self.encoder.tokenizer
+            encs, cut = encode_bounded(tok.encode_batch, full, self.max_length, lambda e: bool(e.overflowing),
+                                       from_end=(tok.truncation or {}).get("direction") == "left")
             out = []
             for i, e in enumerate(encs):
                 if e.overflowing and not truncate:
-                    raise InputTooLong(i, len(self._free_tok.encode(full[i]).ids), self.max_length)
+                    read = full[i] if cut[i] is None else cut[i]
+                    raise InputTooLong(i, len(self._free_tok.encode(read).ids), self.max_length, cut[i] is not None)
                 out.append(TokenIds(e.ids, skip))
             return out
         out = []
-        for i, e in enumerate(self._free_tok.encode_batch(full)):
+        encs, cut = encode_bounded(self._free_tok.encode_batch, full, self.max_length,
+                                   lambda e: len(e.ids) > self.max_length, from_end=True)
+        for i, e in enumerate(encs):
             ids = TokenIds(e.ids, skip)
             if len(ids) > self.max_length:
                 if not truncate:
-                    raise InputTooLong(i, len(ids), self.max_length)
+                    raise InputTooLong(i, len(ids), self.max_length, cut[i] is not None)
                 ids = TokenIds(self._cut(ids, "left"), 0)  # the prompt was cut away from the left
             out.append(ids)
         return out
@@ -176,6 +182,8 @@ class EmbeddingModel:
         pos = 0
         with torch.inference_mode():
             while pos < len(order):
+                if pos and not self.batcher.wanted():  # cancelled by shutdown: stop within one micro-batch
+                    raise Abandoned()
                 T = max(1, len(seqs[order[pos]]))
                 size = max(1, self._max_batch_tokens // T)
                 idx = order[pos: pos + size]
@@ -185,9 +193,8 @@ class EmbeddingModel:
                 for r, i in enumerate(idx):
                     ids[r, : len(seqs[i])], mask[r, : len(seqs[i])] = seqs[i], 1
                 m = torch.from_numpy(mask).to(enc.device)
-                res = enc.model(input_ids=torch.from_numpy(ids).to(enc.device), attention_mask=m,
-                                token_type_ids=torch.zeros_like(m))
-                hidden = res.last_hidden_state if hasattr(res, "last_hidden_state") else res  # (B, T, H)
+                hidden = enc._forward({"input_ids": torch.from_numpy(ids).to(enc.device), "attention_mask": m,
+                                       "token_type_ids": torch.zeros_like(m)})  # (B, T, H), torch or exported engine
                 skip = [getattr(seqs[i], "prompt_length", 0) for i in idx]
                 v = enc.pool_hidden(hidden, m, torch.tensor(skip) if any(skip) else None).cpu().numpy()  # (B, D)
                 for r, i in enumerate(idx):

@@ -40,6 +40,11 @@ _OPS = {"cosine": ("<=>", "vector_cosine_ops"), "ip": ("<#>", "vector_ip_ops"), 
 DriverError = psycopg.Error  # what the database driver raises (a lost connection mid-query, ...)
 
 
+def _storable(ids: Iterable[str]) -> list[str]:
+    """The ids a row can have: PostgreSQL text cannot hold NUL (insert refuses it), so such an id is missing."""
+    return [i for i in ids if "\x00" not in i]
+
+
 def check_name(name: str) -> None:
     """Raise ValueError unless `name` can name a collection (its table is encoderkit_NAME)."""
     if not _NAME.fullmatch(name):
@@ -361,10 +366,13 @@ class PgStore:
 
     def delete_ids(self, ids: Iterable[str]) -> list[int]:
         """Delete rows by user id; returns the rids removed (missing ids are ignored)."""
+        ids = _storable(ids)
         with self.transaction():
+            # the generation row lock first: a concurrent upsert of the same id waits here, so the DELETE below sees
+            # the row it committed (taken after the DELETE, an upsert racing another failed with "already exists")
+            self._bump()
             rows = self.conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s) RETURNING rid").format(self.table),
                                      (list(ids),)).fetchall()
-            self._bump()
         return [int(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ reads
@@ -383,7 +391,7 @@ class PgStore:
     def rows_by_ids(self, ids: list[str]) -> dict[str, tuple]:
         """id -> (id, text, metadata JSON, rid)."""
         rows = self.conn.execute(sql.SQL("SELECT id, text, metadata::text, rid FROM {} WHERE id = ANY(%s)")
-                                 .format(self.table), (list(ids),)).fetchall()
+                                 .format(self.table), (_storable(ids),)).fetchall()
         return {r[0]: r for r in rows}
 
     def rows_by_rids(self, rids: list[int]) -> dict[int, tuple]:
@@ -394,7 +402,8 @@ class PgStore:
 
     def _column_of(self, column: str, key: str, values: list[str]) -> list[tuple]:
         return self.conn.execute(sql.SQL("SELECT {}, {} FROM {} WHERE {} = ANY(%s)").format(
-            sql.Identifier(key), sql.Identifier(column), self.table, sql.Identifier(key)), (list(values),)).fetchall()
+            sql.Identifier(key), sql.Identifier(column), self.table, sql.Identifier(key)),
+            (_storable(values),)).fetchall()
 
     def existing_hashes(self, hashes: list[str]) -> set[str]:
         return {r[0] for r in self._column_of("hash", "hash", list(set(hashes)))}
@@ -477,6 +486,7 @@ class PgStore:
         the BM25 one, document frequencies counted through the GIN index)."""
         if not re.search(r"\w", text):
             return []
+        text = text.replace("\x00", " ")  # PostgreSQL text cannot hold NUL; it is no part of a word anyway
         cond, params = self._where(where)
         cfg = sql.Literal(fts)
         query = sql.SQL(

@@ -207,10 +207,17 @@ class SQLiteStore:
 
 
 class _Txn:
+    """BEGIN IMMEDIATE ... COMMIT; inside an open transaction, a savepoint (as psycopg nests transactions)."""
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self.nested = False
 
     def __enter__(self):
+        if self.conn.in_transaction:
+            self.nested = True
+            self.conn.execute("SAVEPOINT encoderkit_nested")
+            return self
         for attempt in range(50):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -222,6 +229,11 @@ class _Txn:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self.nested:
+            if exc_type is not None:
+                self.conn.execute("ROLLBACK TO encoderkit_nested")
+            self.conn.execute("RELEASE encoderkit_nested")
+            return False
         if exc_type is None:
             self.conn.execute("COMMIT")
         else:

@@ -4,6 +4,7 @@ would choke on later (NaN, a 400-digit integer, a lone UTF-16 surrogate) is refu
 document, so one bad document can never make a collection unusable."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -88,3 +89,43 @@ def check_document(doc_id: str, text: str, metadata: dict) -> None:
         raise InvalidDocument(f"document {label}: its text holds a lone UTF-16 surrogate at character {at}, "
                               "which is not valid Unicode; send valid UTF-8 text")
     check_value(metadata, label)
+
+
+def matches_everything(where: Any) -> bool:
+    """True for a filter with no condition in it ({}, or $and / $or of only such filters): it selects every
+    document, which a delete must not do by accident."""
+    if isinstance(where, str):
+        try:
+            where = json.loads(where)
+        except json.JSONDecodeError:
+            return False  # not a filter at all: compile_where names the problem
+    stack = [where]  # iterative: a filter nested thousands of levels deep is judged without recursing
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            return False
+        for k, v in node.items():
+            if k not in ("$and", "$or") or not isinstance(v, list) or not v:
+                return False
+            stack.extend(v)
+    return True
+
+
+def check_delete(ids: Any, where: Any, everything: bool, flag: str = "all=True") -> Any:
+    """The `where` a delete may run with: ids, a filter with a condition, or everything alone ({}: all documents).
+    ValueError for nothing to delete by, for an empty filter, and for everything mixed with a selection; `flag` is
+    how the caller spells all=True (HTTP "all": true, CLI --all)."""
+    if everything:
+        if ids is not None or where is not None:
+            raise ValueError(f"delete with {flag} empties the collection; give it alone, without ids or where")
+        return {}
+    if ids is None and where is None:
+        raise ValueError(f"delete needs ids, a where filter, or {flag} to delete every document")
+    if where is not None and matches_everything(where):
+        try:
+            shown = where if isinstance(where, str) else json.dumps(where)
+        except RecursionError:  # nested too deep to print
+            shown = "{$and/$or of {}}"
+        raise ValueError(f"delete with the empty filter {shown[:120]} "
+                         f"would delete every document; to empty the collection pass {flag}")
+    return where

@@ -5,10 +5,15 @@ reject bad filters with the same messages, and agree with `matches` (the Python 
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 from typing import Any, Callable
 
+from encoderkit.store.validate import INT_MAX, INT_MIN
+
+MAX_DEPTH = 16  # nested $and / $or levels: SQLite's parser overflows its stack near 30
+MAX_CONDITIONS = 256  # field comparisons in one filter: SQLite's expression trees are at most 1000 deep
 COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 LISTS = ("$in", "$nin")
 LOGICAL = ("$and", "$or")
@@ -19,6 +24,12 @@ _FIELD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)
 def _scalar(value: Any, where: str) -> Any:
     if isinstance(value, bool):
         return int(value)  # json_extract gives 1/0 for JSON true/false
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"where: {where} compares with {value}: NaN and Infinity are not JSON numbers (no stored "
+                         "value is one); use a finite number")
+    if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"where: {where} compares with an integer of {len(str(abs(value)))} digits, outside the "
+                         "signed 64-bit range of stored integers; use a float or a string")
     if value is None or isinstance(value, (int, float, str)):
         return value
     raise ValueError(f"where: {where} compares with a {type(value).__name__} ({value!r:.60}); "
@@ -76,6 +87,27 @@ def _field_condition(field: str, cond: Any, column: str, params: list) -> str:
     return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
 
+def _check_size(where: Any) -> Any:
+    """`where` unless it nests $and / $or deeper than MAX_DEPTH or holds more than MAX_CONDITIONS comparisons
+    (a database would fail on its SQL); iterative, so any depth is measured without recursing."""
+    stack, conditions = [(where, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"where: $and / $or nested more than {MAX_DEPTH} levels deep; flatten the filter")
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key in LOGICAL and isinstance(value, (list, tuple)):
+                stack.extend((v, depth + 1) for v in value)
+            else:
+                conditions += len(value) if isinstance(value, dict) and value else 1
+        if conditions > MAX_CONDITIONS:
+            raise ValueError(f"where: more than {MAX_CONDITIONS} comparisons in one filter; use $in with a list "
+                             "of values, or split the request")
+    return where
+
+
 def _compile(where: Any, column: str, params: list, field: Callable = _field_condition, true: str = "1") -> str:
     if not isinstance(where, dict):
         raise ValueError(f"where must be a dict like {{\"year\": {{\"$gte\": 2020}}}}, got {type(where).__name__}")
@@ -101,7 +133,7 @@ def compile_where(where: dict | str | None, column: str = "metadata") -> tuple[s
     if where is None:
         return "1", []
     params: list = []
-    sql = _compile(_parse(where), column, params)
+    sql = _compile(_check_size(_parse(where)), column, params)
     return sql, params
 
 
@@ -121,6 +153,9 @@ def _parse(where: dict | str) -> Any:
 # $eq null / $ne / $nin. Field paths are validated by _FIELD (letters, digits, _ and -), so they are inlined.
 
 def _pg_value(v: Any) -> Any:
+    if isinstance(v, str) and "\x00" in v:  # the driver would fail the whole query
+        raise ValueError(f"where: the value {v!r} holds a NUL character (\\x00), which PostgreSQL text cannot "
+                         "hold; no stored value contains one")
     return Decimal(repr(v)) if isinstance(v, float) else v  # exact decimal, compared as numeric
 
 
@@ -175,7 +210,7 @@ def compile_where_pg(where: dict | str | None, column: str = "metadata") -> tupl
     if where is None:
         return "TRUE", []
     params: list = []
-    sql = _compile(_parse(where), column, params, _pg_field_condition, "TRUE")
+    sql = _compile(_check_size(_parse(where)), column, params, _pg_field_condition, "TRUE")
     return sql, params
 
 
