@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from encoderkit.tasks.projection import (fit_pca, fit_projection, map_collection, sample_indices,
+from encoderkit.tasks.projection import (fit_pca, fit_projection, map_collection, resolve_method, sample_indices,
                                          umap_available)
 
 
@@ -50,7 +50,9 @@ def test_pca_edge_cases_and_errors():
         fit_pca(_data()).transform(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="unknown projection method 'tsne'"):
         fit_projection(_data(), "tsne")
-    assert fit_projection(_data(), "auto").method == ("umap" if umap_available() else "pca")
+    assert resolve_method("auto", 200)[0] == ("umap" if umap_available() else "pca")  # what fit_projection fits
+    assert resolve_method("auto", 3) == ("pca", "UMAP needs at least 4 documents (3 here), so this is a PCA map") \
+        or not umap_available()
 
 
 def test_umap_needs_its_package():
@@ -97,12 +99,12 @@ def test_map_collection_projects_every_document(store):
     from encoderkit.store import Collection
 
     with Collection.open(store / "assets", create=False) as c:
-        m = map_collection(c)
+        m = map_collection(c, method="pca")
         ids, X = c.vectors()
         assert m.total == 8 and m.ids == ids and m.coords.shape == (8, 2)
         np.testing.assert_allclose(m.coords, fit_pca(X).transform(X), atol=1e-6)
         assert m.texts[m.ids.index("pasta")] == DOCS[5][1] and m.metadatas[m.ids.index("city")] == {"theme": "urban"}
-        small = map_collection(c, limit=3)
+        small = map_collection(c, limit=3, method="pca")
         assert len(small.ids) == 3 and small.total == 8 and set(small.ids) <= set(ids)
 
 
@@ -112,7 +114,7 @@ def test_cli_map_writes_the_png_with_query_and_colours(store, tmp_path, capsys):
     from encoderkit.cli import main
 
     out = tmp_path / "plots" / "map.png"
-    rc = main(["map", "assets", "--store", str(store), "-o", str(out), "--color", "theme",
+    rc = main(["map", "assets", "--store", str(store), "-o", str(out), "--color", "theme", "--method", "pca",
                "--query", "people outdoors in nature", "-k", "3", "--labels", "--json"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
@@ -126,11 +128,12 @@ def test_cli_map_writes_the_png_with_query_and_colours(store, tmp_path, capsys):
     assert report["query"]["hits"] == [DOCS[i][0] for i in np.argsort(-(X @ q))[:3]]
     assert report["query"]["hits"][0] == "hike"
     img = Image.open(out)
-    assert img.format == "PNG" and img.size == (1200, 900)
+    assert img.format == "PNG" and img.size == (1500, 900)
     px = np.asarray(img.convert("RGB")).reshape(-1, 3)
     assert (np.abs(px.astype(int) - [0xE8, 0x26, 0x2D]).sum(1) < 40).sum() > 50  # the red query star is drawn
     # a numeric field gets a colour bar; the plain text line names the file
-    assert main(["map", "assets", "--store", str(store), "-o", str(tmp_path / "y.png"), "--color", "year"]) == 0
+    assert main(["map", "assets", "--store", str(store), "-o", str(tmp_path / "y.png"), "--color", "year",
+                 "--method", "pca"]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "y.png").stat().st_size > 10_000
 
 

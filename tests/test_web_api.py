@@ -184,7 +184,7 @@ def test_summarize_fields_types_nesting_and_mixed():
 def test_map_is_the_pca_of_the_stored_vectors(live, enc):
     from sklearn.decomposition import PCA
 
-    m = _get(live, "/collections/assets/map").json()
+    m = _get(live, "/collections/assets/map", params={"method": "pca"}).json()
     docs = asset_documents()
     assert m["method"] == "pca" and m["total"] == 15 and len(m["points"]) == 15
     by_id = {p["id"]: p for p in m["points"]}
@@ -203,26 +203,26 @@ def test_map_is_the_pca_of_the_stored_vectors(live, enc):
 
 
 def test_locate_puts_a_document_text_on_its_own_point(live):
-    m = _get(live, "/collections/assets/map").json()
+    m = _get(live, "/collections/assets/map", params={"method": "pca"}).json()
     p = next(p for p in m["points"] if p["id"] == "camp-stars")
     text = next(d["text"] for d in asset_documents() if d["id"] == "camp-stars")
-    for body in ({"query": text}, {"id": "camp-stars"}):
+    for body in ({"query": text, "method": "pca"}, {"id": "camp-stars", "method": "pca"}):
         at = _post(live, "/collections/assets/map/locate", body).json()
         assert abs(at["x"] - p["x"]) < 1e-3 and abs(at["y"] - p["y"]) < 1e-3, (body, at, p)
-    at = _post(live, "/collections/assets/map/locate", {"query": "hiking in the mountains"}).json()
+    at = _post(live, "/collections/assets/map/locate", {"query": "hiking in the mountains", "method": "pca"}).json()
     assert np.isfinite([at["x"], at["y"]]).all()
 
 
 def test_map_follows_writes_and_refuses_bad_requests(live):
     make_collection(live.url, live.keys["admin"], "growing", asset_documents()[:3])
-    assert len(_get(live, "/collections/growing/map").json()["points"]) == 3
+    assert len(_get(live, "/collections/growing/map", params={"method": "pca"}).json()["points"]) == 3
     h = {"Authorization": f"Bearer {live.keys['admin']}"}
     r = httpx.post(live.url + "/collections/growing/documents", headers=h, timeout=60,
                    json={"documents": [{"id": "new", "text": "A red kite over a windy hill."}]})
     assert r.status_code == 200
-    pts = _get(live, "/collections/growing/map").json()["points"]
+    pts = _get(live, "/collections/growing/map", params={"method": "pca"}).json()["points"]
     assert len(pts) == 4 and "new" in {p["id"] for p in pts}
-    assert len(_get(live, "/collections/growing/map", params={"limit": 2}).json()["points"]) == 2
+    assert len(_get(live, "/collections/growing/map", params={"limit": 2, "method": "pca"}).json()["points"]) == 2
 
     r = _get(live, "/collections/nope/map")
     assert r.status_code == 404 and "does not exist" in r.json()["error"]

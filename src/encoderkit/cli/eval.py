@@ -23,11 +23,19 @@ def register(sub) -> None:
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
     p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    p.add_argument("--ignore-identical-ids", action="store_true",
+                   help="drop a retrieved document whose id equals the query id (as MTEB does for ArguAna-style "
+                        "sets, where each query is also a corpus document)")
     add_json_flag(p)
     p.set_defaults(func=cmd_beir)
 
-    p = esub.add_parser("sts", help="Spearman of cosine vs gold on STS Benchmark pairs")
-    p.add_argument("path", help="an sts-*.csv file or the stsbenchmark folder (uses sts-test.csv)")
+    p = esub.add_parser("sts", help="Spearman of cosine vs gold on scored sentence pairs (STS Benchmark or any file)")
+    p.add_argument("path", help="a pairs file: .tsv / .csv with a header row, .jsonl, an STS Benchmark sts-*.csv, "
+                                "or the stsbenchmark folder (uses sts-test.csv)")
+    p.add_argument("--sentence1", default=None, metavar="COLUMN", help="first text's column (default sentence1)")
+    p.add_argument("--sentence2", default=None, metavar="COLUMN", help="second text's column (default sentence2)")
+    p.add_argument("--score", default=None, metavar="COLUMN",
+                   help="gold score's column (default score); any range (0-5, 0-1, 1-10...): Spearman is rank-based")
     p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2",
                    help="model name or folder (default all-MiniLM-L6-v2)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
@@ -89,7 +97,7 @@ def cmd_beir(args) -> int:
     progress = None if not args.json else False
     if len(args.mode) == 1:
         results = [evaluate_beir(args.path, enc, mode=args.mode[0], split=args.split, batch_size=args.batch_size,
-                                 progress=progress, **opts)]
+                                 progress=progress, ignore_identical_ids=args.ignore_identical_ids, **opts)]
     else:  # several modes: encode the corpus once into a temporary collection, search it per mode
         import tempfile
 
@@ -103,7 +111,7 @@ def cmd_beir(args) -> int:
                 col.add(data.doc_texts(), ids=data.doc_ids(),
                         vectors=enc.encode(data.doc_texts(), batch_size=args.batch_size, normalize=True, progress=progress))
                 results = [evaluate_beir(args.path, enc, mode=m, split=args.split, collection=col, progress=progress,
-                                         **opts) for m in args.mode]
+                                         ignore_identical_ids=args.ignore_identical_ids, **opts) for m in args.mode]
             finally:
                 col.close()
     results = [{"model": enc.name, **r} for r in results]
@@ -123,10 +131,15 @@ def cmd_beir(args) -> int:
 
 def cmd_sts(args) -> int:
     import encoderkit
+    from encoderkit.evaluate.pairs import PairColumns, load_pairs
     from encoderkit.evaluate.sts import evaluate_sts
 
+    named = (args.sentence1, args.sentence2, args.score)
+    columns = None if named == (None, None, None) else PairColumns(
+        *(given or default for given, default in zip(named, PairColumns().names())))
+    load_pairs(args.path, columns)  # a wrong file or column fails before the model loads
     enc = encoderkit.load(args.model)
     result = {"model": enc.name, **evaluate_sts(args.path, enc, batch_size=args.batch_size,
-                                                progress=None if not args.json else False)}
+                                                progress=None if not args.json else False, columns=columns)}
     emit_json(result) if args.json else _print(result)
     return 0

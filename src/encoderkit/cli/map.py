@@ -8,13 +8,17 @@ from encoderkit.cli._common import add_json_flag, emit_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("map", help="draw a collection's embedding space as a PNG (PCA; UMAP if installed)")
+    p = sub.add_parser("map", help="draw a collection's embedding space as a PNG: UMAP (PCA without umap-learn), "
+                                   "clusters coloured and labelled by their keywords")
     p.add_argument("name", help="collection name (under --store or ~/.encoderkit/collections) or its folder")
     p.add_argument("-o", "--output", default="map.png", help="PNG to write (default map.png)")
     p.add_argument("--store", default=None, metavar="DIR", help="folder holding the collections")
-    p.add_argument("--method", default="pca", choices=["pca", "umap", "auto"],
-                   help="projection: pca (default), umap (needs umap-learn), auto (umap when installed)")
-    p.add_argument("--color", default=None, metavar="FIELD", help="colour points by this metadata field")
+    p.add_argument("--method", default="auto", choices=["auto", "umap", "pca"],
+                   help="projection: auto (default: umap when umap-learn is installed, else pca), umap, pca")
+    p.add_argument("--color", default=None, metavar="FIELD",
+                   help="colour points by this metadata field instead of by cluster")
+    p.add_argument("--no-clusters", action="store_true",
+                   help="do not look for clusters (one colour, or --color's)")
     p.add_argument("--query", default=None, help="mark this query and its top hits on the map")
     p.add_argument("-k", type=int, default=10, help="hits to mark with --query (default 10)")
     p.add_argument("--limit", type=int, default=5000, help="at most this many documents (a seeded sample beyond)")
@@ -39,27 +43,38 @@ def run_map(args) -> int:
     if out.suffix.lower() != ".png":
         raise ValueError(f"--output must end in .png, got {out.name!r}")
     with Collection.open(path, create=False) as coll:
-        cmap = map_collection(coll, limit=args.limit, method=args.method)
+        cmap = map_collection(coll, limit=args.limit, method=args.method, clusters=not args.no_clusters)
         query_xy, hit_ids = None, []
         if args.query is not None:
             if not args.query.strip():
                 raise ValueError("--query is empty; give the text to place on the map")
             qv = coll.embed([args.query])
             query_xy = cmap.projection.transform(qv)[0]
-            hit_ids = [h.id for h in coll.search(args.query, args.k, vector=qv[0])]
+            hits = coll.search(args.query, args.k, vector=qv[0], group_by_document=False)  # the map's points are chunks
+            hit_ids = [h.id for h in hits]
+    if args.color and all(_field(m, args.color) is None for m in cmap.metadatas):
+        known = sorted({k for m in cmap.metadatas for k in m})
+        raise ValueError(f"no document has the metadata field {args.color!r}; "
+                         f"fields here: {', '.join(known) or 'none'} (or leave out --color to colour by cluster)")
     out.parent.mkdir(parents=True, exist_ok=True)
     legend = draw_map(cmap, out, color=args.color, query=args.query, query_xy=query_xy, hit_ids=hit_ids,
                       labels=args.labels, dpi=args.dpi, title=path.name)
     report = {"output": str(out), "collection": path.name, "method": cmap.projection.method,
               "points": len(cmap.ids), "documents": cmap.total,
               "explained_variance": cmap.projection.explained_variance, "color": args.color, "legend": legend,
+              "clusters": [c.to_dict() for c in cmap.topics], "note": cmap.note, "seconds": round(cmap.seconds, 2),
               "query": None if query_xy is None else {"text": args.query, "x": float(query_xy[0]),
                                                       "y": float(query_xy[1]), "hits": hit_ids}}
     if args.json:
         emit_json(report)
     else:
+        if cmap.note:
+            print(f"note: {cmap.note}", file=sys.stderr)
         shown = f"{len(cmap.ids)} of {cmap.total}" if cmap.total > len(cmap.ids) else str(cmap.total)
-        print(f"wrote {out} ({shown} documents, {cmap.projection.method})", file=sys.stdout)
+        found = f", {len(cmap.topics)} clusters" if cmap.topics else ""
+        print(f"wrote {out} ({shown} documents, {cmap.projection.method}{found}, {cmap.seconds:.1f} s)", file=sys.stdout)
+        for c in cmap.topics:
+            print(f"  {c.id + 1:>2}. {c.label} ({c.size})")
     return 0
 
 
@@ -80,7 +95,7 @@ def draw_map(cmap, out, *, color: str | None = None, query: str | None = None, q
     import numpy as np
 
     xy = cmap.coords
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=dpi)
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=dpi)
     legend: list[str] = []
     show_legend, legend_title = bool(hit_ids), None
     values = [_field(m, color) for m in cmap.metadatas] if color else None
@@ -108,6 +123,9 @@ def draw_map(cmap, out, *, color: str | None = None, query: str | None = None, q
             ax.scatter(xy[mask, 0], xy[mask, 1], s=30, alpha=0.85, label=f"{cat} ({int(mask.sum())})",
                        color=palette(i) if cat != "other" else "#bab0ac", edgecolors="white", linewidths=0.4)
             legend.append(cat)
+    elif cmap.clusters is not None and cmap.topics:
+        show_legend, legend_title = True, "clusters (top keywords)"
+        legend = draw_clusters(ax, cmap)
     else:
         ax.scatter(xy[:, 0], xy[:, 1], s=30, alpha=0.85, color="#4e79a7", edgecolors="white", linewidths=0.4)
     if hit_ids:
@@ -116,7 +134,7 @@ def draw_map(cmap, out, *, color: str | None = None, query: str | None = None, q
         ax.scatter(xy[idx, 0], xy[idx, 1], s=70, facecolors="none", edgecolors="black", linewidths=1.4,
                    label="top hits")
     if show_legend:
-        ax.legend(title=legend_title, fontsize=8, loc="best")
+        ax.legend(title=legend_title, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if query_xy is not None:
         ax.scatter([query_xy[0]], [query_xy[1]], marker="*", s=320, color="#e8262d", edgecolors="white",
                    linewidths=1.0, zorder=5)
@@ -135,4 +153,28 @@ def draw_map(cmap, out, *, color: str | None = None, query: str | None = None, q
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+    return legend
+
+
+def draw_clusters(ax, cmap) -> list[str]:
+    """Points coloured by cluster (grey: in no cluster), each cluster's label written at its centre; returns
+    the legend entries."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    xy, labels = cmap.coords, cmap.clusters
+    palette = plt.get_cmap("tab20")
+    noise = labels < 0
+    if noise.any():
+        ax.scatter(xy[noise, 0], xy[noise, 1], s=18, color="#c8c8c8", label=f"no cluster ({int(noise.sum())})")
+    legend = []
+    for c in cmap.topics:
+        mask = labels == c.id
+        color = palette((2 * c.id) % 20 + (c.id // 10) % 2)
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=24, alpha=0.85, color=color, edgecolors="white", linewidths=0.3,
+                   label=f"{c.id + 1}. {c.label} ({c.size})")
+        cx, cy = np.median(xy[mask], axis=0)
+        ax.annotate(c.label, (cx, cy), ha="center", va="center", fontsize=7, weight="bold", color="#222",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": color, "alpha": 0.8})
+        legend.append(c.label)
     return legend

@@ -102,14 +102,26 @@ def collection_run(collection: Any, data: BeirData, mode: str = "vector", k: int
     return run
 
 
+def drop_identical_ids(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+    """The run without any retrieved document whose id is the query's own id (MTEB's rule for ArguAna-style
+    sets, where a query is itself a corpus document), each query's list cut back to its best k."""
+    out = {}
+    for qid, scores in run.items():
+        kept = sorted(((d, s) for d, s in scores.items() if d != qid), key=lambda t: t[1], reverse=True)
+        out[qid] = dict(kept[:k])
+    return out
+
+
 def evaluate_beir(folder: str | Path, encoder: Any = None, *, mode: str = "vector", split: str = "test",
                   collection: Any = None, metrics: Iterable[str] = DEFAULT, k: int = 100, batch_size: int = 64,
-                  progress: bool | None = None, **search_opts) -> dict:
+                  progress: bool | None = None, ignore_identical_ids: bool = False, **search_opts) -> dict:
     """Metrics of a retrieval run on a BEIR folder. With `collection` (already holding the corpus) search goes
     through it; else a temporary collection is built when mode is keyword/hybrid, or exact search in memory
-    for vector mode. Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
+    for vector mode. `ignore_identical_ids` drops a hit whose id equals the query id (one more is retrieved
+    so k stay). Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
     t0 = time.perf_counter()
     data = load_beir(folder, split)
+    final_k, k = k, (k + 1 if ignore_identical_ids else k)
     if collection is not None:
         run = collection_run(collection, data, mode, k, progress=progress, **search_opts)
     elif mode == "vector" and not search_opts:
@@ -134,7 +146,9 @@ def evaluate_beir(folder: str | Path, encoder: Any = None, *, mode: str = "vecto
                 run = collection_run(col, data, mode, k, progress=progress, **search_opts)
             finally:
                 col.close()
+    run = drop_identical_ids(run, final_k) if ignore_identical_ids else run
     out = {m: round(v, 5) for m, v in evaluate(data.qrels, run, metrics).items()}
     out.update({"queries": len(run), "documents": len(data.corpus), "mode": mode,
+                "ignore_identical_ids": ignore_identical_ids,
                 "seconds": round(time.perf_counter() - t0, 1)})
     return out

@@ -25,7 +25,7 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
 _SECURITY = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
              (b"x-frame-options", b"DENY"),
-             (b"content-security-policy", b"default-src 'self'; img-src 'self' data: https: http:; "
+             (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
                                           b"style-src 'self'; script-src 'self'; connect-src 'self'; "
                                           b"frame-ancestors 'none'")]
 SNIPPET = 240  # characters of text sent per map point
@@ -102,7 +102,8 @@ class Stats(BaseModel):
     dim: int
     metric: str
     index: str
-    documents: int
+    documents: int = Field(description="documents: the chunks of a split document count once")
+    chunks: int = Field(0, description="stored rows, one per chunk")
     bytes: int
     generation: int
     updated: str | None = Field(None, description="last write, ISO 8601 UTC")
@@ -122,20 +123,32 @@ class MapPoint(BaseModel):
     y: float
     text: str
     metadata: dict[str, Any]
+    cluster: int = Field(-1, description="index into `clusters`, or -1 for a point in no cluster")
+
+
+class MapCluster(BaseModel):
+    id: int
+    size: int = Field(description="points of the map in this cluster")
+    keywords: list[str] = Field(description="its top words by c-TF-IDF (frequent here, rare in other clusters)")
+    label: str = Field(description="the first three keywords, what the map writes on the cluster")
 
 
 class MapResponse(BaseModel):
-    method: str
-    explained_variance: list[float]
+    method: str = Field(description="umap or pca")
+    explained_variance: list[float] = Field(description="share of the variance per PCA axis (empty for UMAP)")
     total: int
     points: list[MapPoint]
+    clusters: list[MapCluster] = Field(default_factory=list, description="topics found on the map (HDBSCAN on "
+                                       "a UMAP map, k-means for PCA), biggest first")
+    note: str | None = Field(None, description="why the map is not the one asked for (e.g. UMAP not installed)")
+    seconds: float = Field(0.0, description="time the projection and clustering took (cached until a write)")
 
 
 class LocateRequest(BaseModel):
     query: str | None = Field(None, min_length=1, description="text to place on the map")
     id: str | None = Field(None, min_length=1, description="or a document id")
     limit: int = Field(2000, ge=1, le=MAX_MAP_POINTS)
-    method: Literal["pca", "umap"] = "pca"
+    method: Literal["auto", "pca", "umap"] = "auto"
 
 
 class Location(BaseModel):
@@ -144,9 +157,10 @@ class Location(BaseModel):
 
 
 class SimilarRequest(BaseModel):
-    id: str = Field(min_length=1, description="the example document")
+    id: str = Field(min_length=1, description="the example document (a document split into chunks: its id)")
     k: int = Field(10, ge=1, le=1000)
     where: dict[str, Any] | None = None
+    group_by_document: bool = Field(True, description="documents once each (false: chunks); never the example's own")
 
 
 SimilarResponse = SearchResponse  # "more like this" answers exactly like a search
@@ -154,16 +168,16 @@ SimilarResponse = SearchResponse  # "more like this" answers exactly like a sear
 
 # ------------------------------------------------------------------ helpers
 class _MapCache:
-    """Fitted maps by (collection, generation, limit, method): a map is recomputed only after a write."""
+    """Fitted maps by (collection, generation, limit, method, clusters): a map is recomputed only after a write."""
 
     def __init__(self, size: int = 8):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
         self._building: dict[tuple, threading.Lock] = {}
 
-    def get(self, coll: Any, generation: int, limit: int, method: str) -> Any:
+    def get(self, coll: Any, generation: int, limit: int, method: str, clusters: bool = True) -> Any:
         from encoderkit.tasks.projection import map_collection
 
-        key = (str(coll.path), (getattr(coll, "meta", None) or {}).get("uid"), generation, limit, method)
+        key = (str(coll.path), (getattr(coll, "meta", None) or {}).get("uid"), generation, limit, method, clusters)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -174,7 +188,7 @@ class _MapCache:
                 if key in self._items:
                     return self._items[key]
             t0 = time.perf_counter()
-            cmap = map_collection(coll, limit=limit, method=method)
+            cmap = map_collection(coll, limit=limit, method=method, clusters=clusters)
             log.info("map of %s: %d of %d documents by %s in %.2f s", _label(coll), len(cmap.ids), cmap.total,
                      cmap.projection.method, time.perf_counter() - t0)
             with self._lock:
@@ -260,7 +274,7 @@ async def _embed_query(state: ServerState, mgr: Any, coll: Any, text: str):
     return (await embed_checked(state, model, seqs, normalize=coll.metric == "cosine", dimensions=None))[0]
 
 
-async def _map(coll: Any, limit: int, method: str) -> Any:
+async def _map(coll: Any, limit: int, method: str, clusters: bool = True) -> Any:
     from encoderkit.tasks.projection import umap_available
 
     if method == "umap" and not umap_available():
@@ -270,7 +284,7 @@ async def _map(coll: Any, limit: int, method: str) -> Any:
         raise APIError(422, f"collection {_label(coll)!r} is empty: add documents before drawing its map", "empty")
     gen = await run_in_threadpool(_generation, coll)
     try:
-        return await run_in_threadpool(_maps.get, coll, gen, limit, method)
+        return await run_in_threadpool(_maps.get, coll, gen, limit, method, clusters)
     except ValueError as exc:
         raise APIError(422, str(exc), "validation") from None
 
@@ -283,7 +297,8 @@ async def stats(name: str, request: Request, state: ServerState = Depends(server
     _, coll = _collection(state, request, name)
     info = await run_in_threadpool(coll.info)
     out = {"name": name, "model": info["model"], "dim": info["dim"], "metric": info["metric"], "index": info["index"],
-           "documents": info["documents"], "bytes": info["bytes"], "generation": info["generation"],
+           "documents": info["documents"], "chunks": info.get("chunks", info["documents"]), "bytes": info["bytes"],
+           "generation": info["generation"],
            "updated": await run_in_threadpool(_updated, coll), "fields": {}, "sampled": 0,
            "rerank_models": [m.name for m in state.registry.rerankers],
            "projection_methods": ["pca", "umap"] if umap_available() else ["pca"],
@@ -292,7 +307,7 @@ async def stats(name: str, request: Request, state: ServerState = Depends(server
     if out["modality"] == "image":  # an image's only text is its file name: keyword and hybrid find nothing
         out["modes"] = [m for m in out["modes"] if m not in ("keyword", "hybrid")]
     if info["documents"]:
-        cmap = await _map(coll, 2000, "pca")
+        cmap = await _map(coll, 2000, "pca", clusters=False)  # the field summary needs no UMAP
         out["fields"] = await run_in_threadpool(summarize_fields, cmap.metadatas)
         out["sampled"] = len(cmap.ids)
     return out
@@ -300,14 +315,17 @@ async def stats(name: str, request: Request, state: ServerState = Depends(server
 
 @router.get("/collections/{name}/map", response_model=MapResponse, summary="A 2-D map of a collection's vectors")
 async def collection_map(name: str, request: Request, limit: int = Query(2000, ge=1, le=MAX_MAP_POINTS),
-                         method: Literal["pca", "umap"] = "pca",
+                         method: Literal["auto", "pca", "umap"] = Query(
+                             "auto", description="auto: UMAP when umap-learn is installed, else PCA (see `note`)"),
                          state: ServerState = Depends(server_state)) -> dict:
     _, coll = _collection(state, request, name)
     cmap = await _map(coll, limit, method)
-    points = [{"id": i, "x": float(x), "y": float(y), "text": t[:SNIPPET], "metadata": _short(m)}
-              for i, (x, y), t, m in zip(cmap.ids, cmap.coords.tolist(), cmap.texts, cmap.metadatas)]
+    labels = cmap.clusters.tolist() if cmap.clusters is not None else [-1] * len(cmap.ids)
+    points = [{"id": i, "x": float(x), "y": float(y), "text": t[:SNIPPET], "metadata": _short(m), "cluster": c}
+              for i, (x, y), t, m, c in zip(cmap.ids, cmap.coords.tolist(), cmap.texts, cmap.metadatas, labels)]
     return {"method": cmap.projection.method, "explained_variance": cmap.projection.explained_variance,
-            "total": cmap.total, "points": points}
+            "total": cmap.total, "points": points, "clusters": [c.to_dict() for c in cmap.topics],
+            "note": cmap.note, "seconds": round(cmap.seconds, 2)}
 
 
 @router.post("/collections/{name}/map/locate", response_model=Location,
@@ -316,14 +334,17 @@ async def locate(name: str, body: LocateRequest, request: Request, state: Server
     mgr, coll = _collection(state, request, name)
     if (body.query is None) == (body.id is None):
         raise APIError(422, "give exactly one of `query` (text) or `id` (a document)", "validation")
-    text = body.query
-    if body.id is not None:
-        doc = await run_in_threadpool(coll.get, body.id)
-        if doc is None:
+    v = None
+    if body.id is not None:  # a stored document (or one split into chunks: the mean of its chunks) by its vector
+        try:
+            v = await run_in_threadpool(coll.document_vector, body.id)
+        except ValueError as exc:
+            raise APIError(422, str(exc), "validation") from None
+        if v is None:
             raise APIError(404, f"no document {body.id!r} in collection {name!r}", "not_found")
-        text = doc.text
     cmap = await _map(coll, body.limit, body.method)
-    v = await _embed_query(state, mgr, coll, text)
+    if v is None:
+        v = await _embed_query(state, mgr, coll, body.query)
     x, y = (await run_in_threadpool(cmap.projection.transform, v))[0].tolist()
     return {"x": float(x), "y": float(y)}
 
@@ -332,14 +353,11 @@ async def locate(name: str, body: LocateRequest, request: Request, state: Server
              summary="More like this: documents nearest to a stored document")
 async def similar(name: str, body: SimilarRequest, request: Request,
                   state: ServerState = Depends(server_state)) -> dict:
-    mgr, coll = _collection(state, request, name)
-    doc = await run_in_threadpool(coll.get, body.id)
-    if doc is None:
-        raise APIError(404, f"no document {body.id!r} in collection {name!r}", "not_found")
-    v = await _embed_query(state, mgr, coll, doc.text)
-    try:
-        hits = await run_in_threadpool(coll.search, v, body.k + 1, mode="vector", where=body.where)
+    _, coll = _collection(state, request, name)
+    try:  # from the document's stored vectors (its chunks' mean), without its own chunks
+        hits = await run_in_threadpool(coll.similar, body.id, body.k, body.where, body.group_by_document)
+    except KeyError:
+        raise APIError(404, f"no document {body.id!r} in collection {name!r}", "not_found") from None
     except (ValueError, TypeError) as exc:
         raise APIError(422, str(exc), "validation") from None
-    hits = [h for h in hits if h.id != body.id][: body.k]
-    return {"hits": [h.to_dict() for h in hits]}
+    return {"hits": [h.to_dict() for h in hits], "score_names": coll.score_names()}

@@ -22,6 +22,7 @@ class PgCollection(Collection):
     """A collection in a PostgreSQL database: Collection.open("postgresql://user@host:port/db?collection=NAME")."""
 
     store: PgStore
+    KEYWORD_SCORE = "idf x ts_rank_cd"  # PostgreSQL full text search: BM25's idf times the cover density rank
 
     @classmethod
     def open_url(cls, url: str, encoder: Any = None, *, index: str | None = None, metric: str | None = None,
@@ -150,8 +151,9 @@ class PgCollection(Collection):
             vindex = f"{self.factory}: not built yet (exact scan until the table can train it)"
         else:
             vindex = f"{ann[0]}{'' if ann[1] else ' (INVALID)'}"
+        documents, chunks = self.document_counts()  # a chunked document counts once among documents
         return {"path": self.path, "model": self.model, "dim": self.dim, "metric": self.metric,
-                "index": self.factory, "documents": self.count(), "generation": self.store.generation(),
+                "index": self.factory, "documents": documents, "chunks": chunks, "generation": self.store.generation(),
                 "bytes": self.store.size_bytes(), "database": self.path, "table": self.store.table_name,
                 "vector_index": vindex, "fts": self.meta.get("fts", FTS_CONFIG), "kinds": list(self.kinds),
                 "modes": self.modes()}

@@ -232,7 +232,8 @@ function renderStats(s) {
   const box = $("#stats");
   if (!s) { box.replaceChildren(); return; }
   const when = s.updated ? new Date(s.updated).toLocaleString() : "never";
-  const items = [["documents", s.documents.toLocaleString()], ["model", s.model], ["index", s.index],
+  const docs = s.documents.toLocaleString() + (s.chunks > s.documents ? ` (${s.chunks.toLocaleString()} chunks)` : "");
+  const items = [["documents", docs], ["model", s.model], ["index", s.index],
     ["embedding size", String(s.dim)], ["metric", s.metric], ["on disk", fmtBytes(s.bytes)], ["last update", when]];
   box.replaceChildren(el("dl", { class: "stats" }, ...items.flatMap(([k, v]) =>
     [el("div", { "data-stat": k }, el("dt", { text: k }), el("dd", { text: v }))])));
@@ -315,7 +316,8 @@ async function search(ev, push = true) {
   let where;
   try { where = buildWhere(); } catch (e) { showMessage("Cannot search yet: " + e.message + ".", "info"); return; }
   const mode = document.querySelector("input[name=mode]:checked").value;
-  const body = { query, mode, k: Number($("#k").value), where, rerank: $("#rerank").checked && !$("#rerank").disabled };
+  const body = { query, mode, k: Number($("#k").value), where, rerank: $("#rerank").checked && !$("#rerank").disabled,
+    group_by_document: !$("#chunks").checked };
   const name = EK.collection;
   if (push) writeUrl({ c: name, q: query, mode }, true);
   const seq = (EK.searchSeq = (EK.searchSeq || 0) + 1);
@@ -326,8 +328,10 @@ async function search(ev, push = true) {
     const data = await api("POST", `/collections/${encodeURIComponent(name)}/search`, body);
     if (seq !== EK.searchSeq || name !== EK.collection) return; // a newer search (or collection) took over
     clearMessage();
-    EK.last = { query, mode, hits: data.hits, byExample: null };
-    renderResults(data.hits, `${data.hits.length} results for “${query}” (${mode}${body.rerank ? ", reranked" : ""}` +
+    EK.last = { query, mode, hits: data.hits, byExample: null, names: data.score_names };
+    renderResults(data.hits, `${EK.cards.countText(data.hits, body.group_by_document)} for “${query}” ` +
+      `(${mode}${mode === "hybrid" ? ", ordered by " + ((data.score_names || {}).fused || "RRF") + " of each list's rank"
+        : ""}${body.rerank ? ", reranked" : ""}` +
       `${where ? ", filtered" : ""}) in ${Math.round(performance.now() - t0)} ms`, data.explanation);
     if (EK.map) EK.map.markQuery();
   } catch (err) {
@@ -365,10 +369,10 @@ async function moreLikeThis(id) {
   try { where = buildWhere(); } catch (e) { showMessage("Cannot search yet: " + e.message + ".", "info"); return; }
   try {
     const data = await api("POST", `/collections/${encodeURIComponent(name)}/similar`,
-      { id, k: Number($("#k").value), where });
+      { id, k: Number($("#k").value), where, group_by_document: !$("#chunks").checked });
     clearMessage();
-    EK.last = { query: null, mode: "vector", hits: data.hits, byExample: id };
-    renderResults(data.hits, `${data.hits.length} documents like “${id}”`);
+    EK.last = { query: null, mode: "vector", hits: data.hits, byExample: id, names: data.score_names };
+    renderResults(data.hits, `${EK.cards.countText(data.hits, !$("#chunks").checked)} like “${id}”`);
     selectTab("results");
     if (EK.map) EK.map.markQuery();
   } catch (err) {
@@ -378,53 +382,23 @@ async function moreLikeThis(id) {
 EK.moreLikeThis = moreLikeThis;
 
 /* ------------------------------------------------------------------ result cards */
-const WORD = /[\p{L}\p{N}_]+/gu;
-function stem(w) {
-  w = w.toLowerCase();
-  for (const suf of ["ing", "ed", "es", "ly", "s"]) {
-    if (w.length - suf.length >= 3 && w.endsWith(suf)) return w.slice(0, -suf.length);
-  }
-  return w;
-}
-function termMatcher(query) {
-  const stems = new Set((query.match(WORD) || []).map(stem));
-  return (word) => {
-    const s = stem(word);
-    if (stems.has(s)) return true;
-    for (const t of stems) if (t.length >= 4 && s.startsWith(t)) return true;
-    return false;
-  };
-}
-
-/* Text as nodes with the matched words in <mark> (built from text nodes: document text is never HTML). */
-function highlighted(text, match) {
-  const out = document.createDocumentFragment();
-  if (!match) { out.append(text); return out; }
-  let last = 0;
-  for (const m of text.matchAll(WORD)) {
-    if (!match(m[0])) continue;
-    out.append(text.slice(last, m.index), el("mark", { text: m[0] }));
-    last = m.index + m[0].length;
-  }
-  out.append(text.slice(last));
-  return out;
-}
-
-function snippet(text, match, size = 320) {
-  if (text.length <= size) return text;
-  let start = 0;
-  if (match) {
-    for (const m of text.matchAll(WORD)) if (match(m[0])) { start = Math.max(0, m.index - 80); break; }
-  }
-  const end = Math.min(text.length, start + size);
-  return (start > 0 ? "… " : "") + text.slice(start, end) + (end < text.length ? " …" : "");
-}
-
 const IMAGE_FIELDS = ["thumbnail", "thumb", "image_url", "image", "img"];
+// Only inline (data:) or same-origin images: a URL to another site in a document's metadata would make every
+// viewer's browser fetch it (a tracking pixel, a request to an internal address). The page's CSP says the same.
+function sameOriginImage(v) {
+  if (/^data:image\//.test(v)) return v;
+  try {
+    const u = new URL(v, location.href);
+    return u.origin === location.origin ? u.href : null;
+  } catch (e) {
+    return null;
+  }
+}
 function imageOf(meta) {
   for (const f of IMAGE_FIELDS) {
     const v = meta && meta[f];
-    if (typeof v === "string" && /^(data:image\/|https?:\/\/)/.test(v)) return v;
+    const src = typeof v === "string" && /^(data:image\/|https?:\/\/|\/(?!\/))/.test(v) ? sameOriginImage(v) : null;
+    if (src) return src;
   }
   return null;
 }
@@ -445,27 +419,8 @@ function fmtScore(v) {
 
 function renderResults(hits, summary, explanation) {
   $("#results-summary").textContent = summary;
-  const last = EK.last || {};
-  const match = last.query && last.mode !== "vector" ? termMatcher(last.query) : null;
-  const cards = hits.map((h, i) => {
-    const img = imageOf(h.metadata);
-    const stages = Object.entries(h.scores || {}).map(([k, v]) => `${k} ${fmtScore(v)}`).join(" · ");
-    const full = h.text.length > 320 ? el("details", {}, el("summary", { text: "full text" }),
-      el("p", { class: "full" }, highlighted(h.text, match))) : null;
-    return el("li", { class: "card", "data-id": h.id },
-      img ? el("img", { class: "thumb", src: img, alt: `image of ${h.id}`, loading: "lazy" }) : null,
-      el("div", { class: "body" },
-        el("div", { class: "head" }, el("span", { class: "rank", text: `#${i + 1}` }),
-          el("span", { class: "doc-id", text: h.id }),
-          el("span", { class: "score", title: stages, text: `score ${fmtScore(h.score)}` })),
-        el("p", { class: "text" }, highlighted(snippet(h.text, match), match)),
-        full,
-        stages ? el("p", { class: "stages hint", text: stages }) : null,
-        metaList(h.metadata),
-        el("button", { type: "button", class: "more", text: "More like this",
-          "aria-label": `more like ${h.id}`, onclick: () => moreLikeThis(h.id) })));
-  });
-  $("#results").replaceChildren(...cards);
+  if (EK.images && EK.images.renderImageResults(hits, fmtScore)) return; // images.js: a grid of thumbnails
+  EK.cards.render(hits, EK.last); // cards.js: one card per document, title, passage, readable scores
   if (!hits.length) $("#results").append(el("li", { class: "empty", text: explanation
     ? "Nothing found: " + explanation + "."
     : "Nothing matched. Try other words, another mode, or fewer filters." }));
