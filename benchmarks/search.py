@@ -7,7 +7,12 @@ Random Gaussian vectors, the worst case for graph indexes. Usage: python benchma
 measures each FAISS factory string through encoderkit's VectorIndex (the class a Collection uses; trained
 indexes are trained on a sample of the size the Collection uses) at scale: build time, recall@10 against exact
 search, queries/s (one query at a time) and bytes per vector of the serialized index. `lowrank` vectors have an
-intrinsic dimension of 32 plus noise, closer to real embeddings than isotropic Gaussians."""
+intrinsic dimension of 32 plus noise, closer to real embeddings than isotropic Gaussians.
+
+    python benchmarks/search.py --scifact [--limit 1000] [--query-limit 300] [--sparse-model FOLDER] [--threads 1]
+
+measures each search mode (dense, BM25, late, sparse, hybrid) on BEIR SciFact: NDCG@10, queries/s and bytes per
+document on disk and in memory (benchmarks/search_modes.py)."""
 from __future__ import annotations
 
 import argparse
@@ -51,7 +56,20 @@ def main() -> None:
                     "separate factories with ';' when a factory has a comma)")
     ap.add_argument("--scale-n", type=int, default=1_000_000)
     ap.add_argument("--data", default="gaussian", choices=["gaussian", "lowrank"])
+    ap.add_argument("--scifact", action="store_true", help="per search mode on BEIR SciFact (benchmarks/search_modes.py); "
+                                                            "--threads sets torch's and FAISS's threads")
+    ap.add_argument("--limit", type=int, default=1000, help="--scifact: documents kept (every judged one + random "
+                                                            "others; 0: all 5,183)")
+    ap.add_argument("--query-limit", type=int, default=0, help="--scifact: test queries used (0: all 300)")
+    ap.add_argument("--sparse-model", help="--scifact: a SPLADE / SparseEncoder folder for the sparse mode")
+    ap.add_argument("--timing-queries", type=int, default=50, help="--scifact: queries timed with their encoding")
+    ap.add_argument("--beir", metavar="DIR", help="--scifact: the SciFact folder (default $ENCODERKIT_DATA/scifact)")
     args = ap.parse_args()
+    if args.scifact:
+        from search_modes import run
+
+        args.data = args.beir
+        return run(args)
     if args.factories:
         return scale(args)
     import faiss

@@ -51,7 +51,8 @@ def test_index_lifecycle(home, capsys):
     assert code == 0 and len(hits) == 2 and all(h["metadata"]["year"] >= 2020 for h in hits)
     code, out, _ = run(capsys, "search", "papers", "summer beach", "-k", "3")
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["#", "SCORE", "ID"] and len(lines) == 4
+    assert lines[0].startswith("3 documents for 'summer beach' (hybrid: ranked by RRF (k=60) of cosine + BM25)")
+    assert lines[1].split()[:4] == ["#", "COSINE", "BM25", "ID"] and len(lines) == 5
     code, _, err = run(capsys, "search", "papers", "x", "-k", "0")
     assert code == 2 and "k must be a positive integer" in err
     code, _, err = run(capsys, "search", "papers", "x", "--where", '{"year": {"$regex": "2"}}')

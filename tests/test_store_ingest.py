@@ -68,7 +68,7 @@ def test_chunking_words_with_overlap(col, tmp_path):
     assert [c.metadata["chunk"] for c in chunks] == [0, 1, 2, 3]
 
 
-def test_chunking_by_tokenizer_offsets():
+def test_chunking_by_tokenizer_offsets_keeps_whole_words():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate("the cat sat on mat".split())}}
@@ -76,8 +76,9 @@ def test_chunking_by_tokenizer_offsets():
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     text = "the cat, sat on the mat; the cat sat."
     parts = chunk_text(text, tok, size=4, overlap=1)
-    # tokens: the cat , sat on the mat ; the cat sat .  (12) -> windows at 0, 3, 6, 9
-    assert parts == ["the cat, sat", "sat on the mat", "mat; the cat", "cat sat."]
+    # tokens: the cat , sat on the mat ; the cat sat .  (12); words cost 1 2 1 1 1 2 1 1 2: whole words only,
+    # at most 4 tokens each, the last word of one chunk repeated at the start of the next (overlap 1)
+    assert parts == ["the cat, sat", "sat on the", "the mat; the", "the cat sat."]
     assert chunk_text("short", tok, size=4, overlap=1) == ["short"]
     with pytest.raises(ValueError, match="overlap"):
         chunk_text(text, tok, size=4, overlap=4)

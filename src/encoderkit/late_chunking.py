@@ -76,3 +76,72 @@ def encode_chunks(enc: Any, inputs: str | Sequence[str], chunks: Any, *, prompt:
                 v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
             out.append(np.ascontiguousarray(v, dtype=np.float32))
     return out[0] if single else out
+
+
+def _free_tokenizer(enc: Any) -> Any:
+    """The encoder's tokenizer without truncation or padding (cached on the encoder), to measure whole texts."""
+    tok = enc.__dict__.get("_late_free_tokenizer")
+    if tok is None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(enc.tokenizer.to_str())
+        tok.no_truncation()
+        tok.no_padding()
+        enc.__dict__["_late_free_tokenizer"] = tok
+    return tok
+
+
+def _passes(bounds: list[tuple[int, int]], n_tokens: int, budget: int) -> list[tuple[int, int, list[int]]]:
+    """Group chunks (first, last token) into passes of at most `budget` tokens: (first, last token of the pass,
+    chunk indices). Consecutive chunks share a pass while they fit; each pass then widens evenly to its budget with
+    the text around it, so every chunk sees as much context as the window holds."""
+    groups: list[list[int]] = []
+    for j, (a, b) in enumerate(bounds):
+        if b - a + 1 > budget:
+            raise ValueError(f"chunk {j} spans {b - a + 1} tokens, more than the {budget} one pass holds; "
+                             "use smaller chunks or a larger context")
+        if groups and b - bounds[groups[-1][0]][0] + 1 <= budget:
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    out = []
+    for g in groups:
+        a, b = bounds[g[0]][0], max(bounds[j][1] for j in g)
+        left = max(0, a - (budget - (b - a + 1)) // 2)
+        right = min(n_tokens - 1, left + budget - 1)
+        left = max(0, right - budget + 1)
+        out.append((left, right, g))
+    return out
+
+
+def encode_long(enc: Any, text: str, spans: Sequence[tuple[int, int]], *, normalize: bool | None = None,
+                prompt: str | None = None) -> np.ndarray:
+    """(n_spans, dim): one vector per character span of a text of any length, by late chunking. A text that fits the
+    model's window is one pass (as encode(text, chunks=spans)); a longer one is read in passes of at most the window,
+    each holding consecutive spans plus the text around them (Günther et al.'s long late chunking)."""
+    spans = [(int(a), int(b)) for a, b in spans]
+    if not spans:
+        return np.zeros((0, enc.dim), np.float32)
+    for j, (a, b) in enumerate(spans):
+        if not 0 <= a < b <= len(text):
+            raise ValueError(f"chunk {j} = ({a}, {b}) is not a span of the text (length {len(text)})")
+    tok = _free_tokenizer(enc)
+    prefix = enc._prefix(prompt, None)
+    specials = len(tok.encode("x").ids) - len(tok.encode("x", add_special_tokens=False).ids)
+    budget = enc.max_length - specials - len(tok.encode(prefix, add_special_tokens=False).ids) - 2  # 2: re-cut words
+    body = text.lower() if enc.do_lower_case else text
+    offs = [o for o in tok.encode(body, add_special_tokens=False).offsets if o[1] > o[0]]
+    if len(offs) <= budget:
+        return encode_chunks(enc, text, spans, prompt=prompt, normalize=normalize)
+    bounds = []
+    for j, (a, b) in enumerate(spans):
+        inside = [i for i, (s, e) in enumerate(offs) if s < b and e > a]
+        if not inside:
+            raise ValueError(f"chunk {j} = ({a}, {b}) holds no token")
+        bounds.append((inside[0], inside[-1]))
+    out = np.zeros((len(spans), enc.dim), np.float32)
+    for left, right, group in _passes(bounds, len(offs), budget):
+        start, end = offs[left][0], offs[right][1]
+        rel = [(max(spans[j][0], start) - start, min(spans[j][1], end) - start) for j in group]
+        out[group] = encode_chunks(enc, text[start:end], rel, prompt=prompt, normalize=normalize)
+    return out

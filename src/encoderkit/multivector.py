@@ -76,12 +76,13 @@ def _batch(enc: Any, spec: LateSpec, encs: list[Any], side: str) -> dict[str, to
 
 def encode_multivector(enc: Any, inputs: Any, *, task: str | None = None, batch_size: int = 32,
                        prompt: str | None = None, prompt_name: str | None = None, normalize: bool | None = None,
-                       progress: bool | None = None) -> list[np.ndarray] | np.ndarray:
+                       progress: bool | None = None, plain: bool = False) -> list[np.ndarray] | np.ndarray:
     """Token vectors of `inputs` (list of (n_i, d) float32 arrays; one array for a single string). task "query" uses
-    the query marker, length and expansion; anything else is encoded as a document."""
+    the query marker, length and expansion; anything else is encoded as a document. plain: a dense model's own
+    token vectors, normalized, as with `token_late` (a collection that holds them asks so)."""
     spec: LateSpec = getattr(enc, "late", None)
     if spec is None:
-        if not getattr(enc, "token_late", False):
+        if not (plain or getattr(enc, "token_late", False)):
             raise ValueError(f"{enc.name or 'this model'} has no multi-vector (ColBERT) head; set "
                              "`encoder.token_late = True` to score its normalized token vectors (late interaction "
                              "without training), or load a MultiVectorEncoder / PyLate folder")

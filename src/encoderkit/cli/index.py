@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -114,6 +113,9 @@ def register(sub) -> None:
                    help="model name or folder whose vectors the collection holds (default all-MiniLM-L6-v2)")
     p.add_argument("--index", default="Flat", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,PQ16")
     p.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="vector similarity (default cosine)")
+    from encoderkit.cli._kinds_options import add_create_options, add_search_options
+
+    add_create_options(p)
     _store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_create)
@@ -138,6 +140,13 @@ def register(sub) -> None:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk (default: model max - 2; 0: no split)")
     p.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks (default 32)")
+    p.add_argument("--late-chunking", action="store_true",
+                   help="embed each chunk of a long document from one pass over the document (the model's window; "
+                        "longer documents in passes of chunks with the text around them), so chunks keep their "
+                        "context; chunks default to min(128, window/2) tokens")
+    p.add_argument("--context-tokens", type=int, metavar="N",
+                   help="with --late-chunking: tokens per pass (default the model's max length; up to what its "
+                        "position embeddings hold, e.g. 512 for all-MiniLM-L6-v2)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per committed batch (default 256)")
     p.add_argument("--text-field", default="text", help="JSONL key / CSV column holding the text")
     p.add_argument("--id-field", default="id", help="JSONL key / CSV column holding the id")
@@ -148,6 +157,10 @@ def register(sub) -> None:
     from encoderkit.cli._index_docs import register_docs
 
     register_docs(isub, NAME_HELP, _store_flag, _database_errors, lambda args: _open(args))
+    from encoderkit.cli._index_backup import register_backup
+
+    register_backup(isub, NAME_HELP, _store_flag, _database_errors, lambda args: _open(args),
+                    lambda args: _pg(args) is not None)
 
     p = isub.add_parser("info", help="model, index, size and an integrity check of a collection")
     p.add_argument("name", help=NAME_HELP)
@@ -156,10 +169,12 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_info)
 
-    p = isub.add_parser("delete", help="delete a whole collection, or documents of it (--ids / --where)")
+    p = isub.add_parser("delete", help="delete a whole collection, or documents of it (--ids / --where / --all)")
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("--ids", nargs="+", help="delete only these documents")
-    p.add_argument("--where", help="delete only documents matching this metadata filter (JSON)")
+    p.add_argument("--where", help="delete only documents matching this metadata filter (JSON; '{}' is refused: "
+                                   "use --all)")
+    p.add_argument("--all", action="store_true", help="delete every document but keep the (empty) collection")
     _store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_delete)
@@ -169,17 +184,22 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("search", help="search a collection: vector, keyword or hybrid, with filters and reranking")
+    p = sub.add_parser("search", help="search a collection: vector, keyword, sparse, late or hybrid, with filters and "
+                                      "reranking")
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("query", help="what to look for, in words (an image collection is searched by its text tower)")
     p.add_argument("-k", type=int, default=10, help="results (default 10)")
-    p.add_argument("--mode", default=None, choices=["vector", "keyword", "hybrid"],
-                   help="default hybrid; vector for image collections (their text is only the file name)")
+    p.add_argument("--mode", default=None, choices=["vector", "keyword", "sparse", "late", "hybrid"],
+                   help="default hybrid (fusing every list the collection has); vector for image collections (their "
+                        "text is only the file name); sparse / late for collections holding those kinds")
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder to rerank the top candidates")
     p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
     p.add_argument("--fusion", default="rrf", choices=["rrf", "weighted"], help="hybrid fusion (default rrf, k=60)")
     p.add_argument("--alpha", type=float, default=0.5, help="vector weight for --fusion weighted")
+    p.add_argument("--chunks", action="store_true", help="list matching chunks; by default a document split into "
+                                                         "chunks is listed once, by its best chunk")
+    add_search_options(p)
     _store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_search)
@@ -212,17 +232,21 @@ def _open(args, must_exist: bool = True, encoder=None, **kw):
 
 @_database_errors
 def cmd_create(args) -> int:
+    from encoderkit.cli._kinds_options import create_kinds, kinds_encoder
+
+    kinds = create_kinds(args)
     if _exists(args):
         raise ValueError(f"collection {args.name!r} already exists {_where(args)}; use `encoderkit index add` to "
                          "fill it or `encoderkit index delete` first")
-    col = _open(args, must_exist=False, encoder=args.model, index=args.index, metric=args.metric)
+    col = _open(args, must_exist=False, encoder=kinds_encoder(args.model, kinds), index=args.index, metric=args.metric,
+                kinds=kinds, late_index=args.late_index)
     info = col.info()
     col.close()
     if args.json:
         emit_json(info)
     else:
         print(f"created {args.name} at {info['path']}: model {info['model']} (dim {info['dim']}), "
-              f"index {info['index']}, metric {info['metric']}")
+              f"index {info['index']}, metric {info['metric']}, kinds {','.join(info['kinds'])}")
     return 0
 
 
@@ -239,9 +263,11 @@ def _image_tower(model: str):
 @_database_errors
 def cmd_add(args) -> int:
     from encoderkit.cli._add_options import ingest_options, same_model
+    from encoderkit.cli._kinds_options import check_late_chunking, context_encoder
     from encoderkit.store.images import ingest_images, is_image_collection
 
     template = ingest_options(args)
+    check_late_chunking(args)
     exists = _exists(args)
     model = args.model
     if model is not None and Path(model).expanduser().exists():
@@ -257,30 +283,42 @@ def cmd_add(args) -> int:
             col.close()
             raise ValueError(f"collection {args.name!r} was built with model {col.model!r}, not {args.model!r}; "
                              "drop --model (the collection knows its model) or create a new collection")
-    else:
+    else:  # everything checked before the collection is made
         text_enc, image_enc = _image_tower(model)
+        if image_enc is not None and args.late_chunking:
+            raise ValueError(f"{model} embeds images; --late-chunking chunks long texts")
+        if args.context_tokens:
+            text_enc = context_encoder(model, args.context_tokens)
         col = _open(args, must_exist=False, encoder=text_enc)
     try:
         if image_enc is None and exists and (is_image_collection(col) or "image" in getattr(
                 getattr(col.encoder, "family", None), "towers", ())):
             _, image_enc = _image_tower(col.meta.get("image_model") or col.model)  # a CLIP collection takes images
+        if image_enc is not None and args.late_chunking:
+            raise ValueError(f"{args.name!r} is an image collection; --late-chunking chunks long texts")
+        if args.context_tokens and exists:  # late chunking's passes: the collection's model, a wider window
+            enc = context_encoder(col.model, args.context_tokens)
+            col.close()
+            col = _open(args, encoder=enc)
         if image_enc is not None:
             report = ingest_images(col, args.paths, image_enc, progress=progress)
         else:
             report = col.ingest(args.paths, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
                                 batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
-                                lines=args.lines, template=template, progress=progress)
-        total = col.count()
+                                lines=args.lines, template=template, progress=progress,
+                                late_chunking=args.late_chunking)
+        total, chunks = col.document_counts()
     finally:
         col.close()
-    out = {**report.to_dict(), "documents": total}
+    out = {**report.to_dict(), "documents": total, "chunks": chunks}
     if image_enc is not None:
         out["modality"] = "image"
     if args.json:
         emit_json(out)
     else:
         print(f"{args.name}: {report.added} added, {report.unchanged} unchanged, {report.duplicates} duplicates "
-              f"skipped, {report.chunked} documents chunked, from {report.files} files; {total} in total")
+              f"skipped, {report.chunked} documents chunked, from {report.files} files; {total:,} documents "
+              f"({chunks:,} chunks) in total")
         for p, why in report.errors:
             print(f"  skipped {p}: {why}", file=sys.stderr)
     return 1 if report.errors and not report.added and not report.unchanged else 0
@@ -298,7 +336,7 @@ def cmd_info(args) -> int:
     if args.json:
         emit_json(info)
     else:
-        for key in ("path", "model", "dim", "metric", "index", "documents", "bytes"):
+        for key in ("path", "model", "dim", "metric", "index", "documents", "chunks", "bytes"):
             print(f"{key:10s} {info[key]}")
         if args.check:
             c = info["check"]
@@ -315,10 +353,14 @@ def cmd_delete(args) -> int:
     if not _exists(args):
         raise FileNotFoundError(f"no collection {args.name!r} {_where(args)}")
     pg = _pg(args)
-    if args.ids or args.where:
+    if args.ids or args.where is not None or args.all:
+        from encoderkit.store.validate import check_delete
+
+        where = _where_json(args.where)
+        check_delete(args.ids, where, args.all, "--all")  # an empty filter is refused: emptying takes --all
         col = _open(args)
         try:
-            n = col.delete(args.ids, where=json.loads(args.where) if args.where else None)
+            n = col.delete(args.ids, where=where, all=args.all)
             left = col.count()
         finally:
             col.close()
@@ -347,6 +389,16 @@ def cmd_delete(args) -> int:
     else:
         print(", ".join(f"{k} {v}" for k, v in out.items()))
     return 0
+
+
+def _where_json(text: str | None) -> dict | None:
+    """--where parsed, or a one-line error naming the JSON problem."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--where is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
 
 
 @_database_errors
@@ -400,26 +452,31 @@ def _print_list(args, rows: list[dict], root) -> None:
     elif not rows:
         print(f"no collections in {root}")
     else:
-        print(f"{'NAME':24s} {'DOCS':>8s}  {'INDEX':10s} MODEL")
+        print(f"{'NAME':24s} {'DOCS':>8s} {'CHUNKS':>8s}  {'INDEX':10s} MODEL")
         for r in rows:
             if "broken" in r:
-                print(f"{r['name']:24s} {'-':>8s}  {'BROKEN':10s} {r['broken']}")
+                print(f"{r['name']:24s} {'-':>8s} {'-':>8s}  {'BROKEN':10s} {r['broken']}")
             else:
-                print(f"{r['name']:24s} {r['documents']:>8d}  {r['index']:10s} {r['model']}")
+                print(f"{r['name']:24s} {r['documents']:>8d} {r['chunks']:>8d}  {r['index']:10s} {r['model']}")
 
 
 @_database_errors
 def cmd_search(args) -> int:
+    from encoderkit.cli._kinds_options import check_mode, search_options
     from encoderkit.store.images import is_image_collection
 
+    opts = search_options(args)
     col = _open(args)
     try:
-        mode = args.mode or ("vector" if is_image_collection(col) else "hybrid")
+        mode = opts["mode"] or ("vector" if is_image_collection(col) else "hybrid")
         if is_image_collection(col) and mode in ("keyword", "hybrid"):
             raise ValueError(f"{args.name!r} is an image collection: its only text is each file's name, so "
                              f"--mode {mode} finds nothing; search it with --mode vector (the default)")
+        check_mode(col, args.name, {**opts, "mode": mode})
         hits = col.search(args.query, k=args.k, mode=mode, where=args.where, rerank=args.rerank,
-                          rerank_top=args.rerank_top, fusion=args.fusion, alpha=args.alpha)
+                          rerank_top=args.rerank_top, fusion=args.fusion, alpha=args.alpha, modes=opts["modes"],
+                          weights=opts["weights"], group_by_document=not args.chunks)
+        names = col.score_names(args.fusion)
         why = None
         if not hits:
             from encoderkit.tasks.explain import explain_empty
@@ -437,14 +494,9 @@ def cmd_search(args) -> int:
     if not hits:
         print("no results" if not why else f"no results: {why}")
         return 0
-    width = max(2, min(32, max(len(h.id) for h in hits)))
-    term = shutil.get_terminal_size((120, 20)).columns
-    room = max(30, term - width - 16)
-    print(f"{'#':>3s}  {'SCORE':>8s}  {'ID':{width}s}  TEXT")
-    for i, h in enumerate(hits, start=1):
-        text = " ".join(h.text.split())
-        text = text if len(text) <= room else text[: room - 1] + "…"
-        print(f"{i:>3d}  {h.score:>8.4f}  {h.id[:width]:{width}s}  {text}")
+    from encoderkit.cli._results import print_hits
+
+    print_hits(hits, args.query, mode, names, grouped=not args.chunks)
     return 0
 
 

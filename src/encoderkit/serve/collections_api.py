@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from encoderkit.serve.drain import WriteTracker
 from encoderkit.serve.errors import APIError, TEIError, error_responses
 from encoderkit.serve.models import EmbeddingModel, InputTooLong, ModelRegistry
 from encoderkit.serve.state import ServerState, caller, check_texts, embed_checked, require_role, server_state
@@ -48,6 +49,7 @@ class CollectionManager:
             self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
         self.models: Any = None  # CollectionModels, made on first use (serve/state.py)
+        self.writes = WriteTracker()  # writes finish and are answered even when shutdown cancels their request
         self._open: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -169,7 +171,7 @@ class CollectionManager:
                 from encoderkit.serve.state import CollectionModels
 
                 self.models = CollectionModels(self.registry, state.config.limits, state.metrics,
-                                               state.config.max_models)
+                                               state.config.max_models, state.config.compute)
         try:
             return self.models.get(coll.model)
         except Exception as exc:
@@ -216,7 +218,8 @@ class CollectionInfo(BaseModel):
     dim: int | None = None
     metric: str | None = None
     index: str | None = None
-    documents: int | None = None
+    documents: int | None = Field(None, description="documents: the chunks of a split document count once")
+    chunks: int | None = Field(None, description="stored rows: one per chunk (as many as documents when none is split)")
     broken: str | None = Field(None, description="in a listing: why this collection cannot be opened")
     kinds: list[str] | None = Field(None, description="dense, and sparse / late when it holds them")
     modes: list[str] | None = Field(None, description="the search modes it offers")
@@ -249,6 +252,7 @@ class IdsResponse(BaseModel):
 class DeleteRequest(BaseModel):
     ids: list[str] | None = None
     where: dict[str, Any] | None = None
+    all: bool = Field(False, description="delete every document (alone: an empty `where` is refused)")
 
 
 class DeleteResponse(BaseModel):
@@ -274,18 +278,24 @@ class SearchRequest(BaseModel):
     rerank: bool = False
     rerank_top: int = Field(50, ge=1, le=1000)
     rerank_model: str | None = None
+    group_by_document: bool = Field(True, description="a document split into chunks comes back once, as its id with "
+                                                      "its best chunk's score and text; false: the chunks themselves")
 
 
 class SearchHit(BaseModel):
-    id: str
-    score: float | None
-    text: str
+    id: str = Field(description="the document's id (a chunk's id when group_by_document is false)")
+    score: float | None = Field(description="what orders the hits: see `scores` and `score_names` for what to show")
+    text: str = Field(description="the text, or the best chunk's text (the matching passage) of a grouped document")
     metadata: dict[str, Any]
-    scores: dict[str, float]
+    scores: dict[str, float] = Field(description="per list and stage: vector, keyword, sparse, late, fused, rerank")
+    chunk_id: str | None = Field(None, description="a grouped document: the id of the chunk it shows")
+    matched_chunks: int = Field(1, description="a grouped document: how many of its chunks were candidates")
 
 
 class SearchResponse(BaseModel):
     hits: list[SearchHit]
+    score_names: dict[str, str] = Field(default_factory=dict, description="what each key of `scores` measures: "
+                                        "cosine (or dot product) for vector, BM25 for keyword, the fusion for fused")
     explanation: str | None = Field(None, description="when there are no hits: why (an empty collection, a filter "
                                                        "on an unknown field or with a value of the wrong type, ...)")
 
@@ -300,7 +310,8 @@ def _manager(state: ServerState) -> CollectionManager:
 
 def _info(name: str, coll: Any) -> dict:
     return {"name": name, "model": coll.model, "dim": coll.dim, "metric": coll.metric, "index": coll.factory,
-            "documents": coll.count(), "kinds": list(coll.kinds), "modes": coll.modes()}
+            **dict(zip(("documents", "chunks"), coll.document_counts())), "kinds": list(coll.kinds),
+            "modes": coll.modes()}
 
 
 async def _call(fn, *args, **kw):
@@ -318,7 +329,7 @@ async def create(body: CreateRequest, request: Request, state: ServerState = Dep
     model = state.registry.get(body.model)
     if model is None:
         raise APIError(404, f"model {body.model!r} is not served here", "not_found", param="model")
-    coll = await run_in_threadpool(mgr.create, body.name, model, body.index, body.metric, body.kinds, body.late_index)
+    coll = await mgr.writes.run(mgr.create, body.name, model, body.index, body.metric, body.kinds, body.late_index)
     return await run_in_threadpool(_info, body.name, coll)
 
 
@@ -351,7 +362,8 @@ async def describe(name: str, request: Request, state: ServerState = Depends(ser
 @router.delete("/collections/{name}", response_model=Dropped, summary="Drop a collection and its files")
 async def drop(name: str, request: Request, state: ServerState = Depends(server_state)) -> dict:
     require_role(request, "admin", name)
-    await run_in_threadpool(_manager(state).drop, name)
+    mgr = _manager(state)
+    await mgr.writes.run(mgr.drop, name)  # finished and answered even if shutdown cancels the request
     return {"dropped": name}
 
 
@@ -367,13 +379,16 @@ async def _vectors(state: ServerState, mgr: CollectionManager, coll: Any, texts:
 async def _other_kinds(state: ServerState, mgr: CollectionManager, coll: Any, texts: list[str], side: str,
                        which: tuple = ("sparse", "late")) -> dict:
     """Search / add keywords with the sparse and token vectors of texts, for a collection holding them."""
+    from functools import partial
+
     from encoderkit.store.kinds import encode_multivector, encode_sparse
 
     out, wanted = {}, [k for k in which if k in coll.kinds]
     enc = (await run_in_threadpool(mgr.model_for, coll, state)).encoder if wanted else None
     for k in wanted:
         try:
-            got = await run_in_threadpool(encode_sparse if k == "sparse" else encode_multivector, enc, texts, side)
+            got = await run_in_threadpool(encode_sparse if k == "sparse" else partial(encode_multivector, plain=True),
+                                          enc, texts, side)  # plain: a dense model's token vectors, as the collection holds
         except (ValueError, TypeError) as exc:
             raise APIError(500, f"model {coll.model} failed to give {k} vectors: {exc}", "backend") from None
         out["sparse" if k == "sparse" else "multivectors" if side == "document" else "multivector"] = \
@@ -406,7 +421,7 @@ async def _write(name: str, body: DocumentsRequest, request: Request, state: Ser
     ids = None if all(d.id is None for d in docs) else [d.id for d in docs]
     fn = coll.upsert if replace else coll.add
     try:
-        out = await run_in_threadpool(fn, texts, ids=ids, metadatas=[d.metadata for d in docs], vectors=X, **extra)
+        out = await mgr.writes.run(fn, texts, ids=ids, metadatas=[d.metadata for d in docs], vectors=X, **extra)
     except InvalidDocument as exc:  # NaN, a 400-digit integer, ...: the client's data, refused before storing
         raise APIError(400, str(exc), "validation", param="documents") from None
     except ValueError as exc:
@@ -432,10 +447,18 @@ async def upsert(name: str, body: DocumentsRequest, request: Request,
              summary="Delete documents by id or metadata filter")
 async def delete(name: str, body: DeleteRequest, request: Request, state: ServerState = Depends(server_state)) -> dict:
     require_role(request, "write", name)
-    coll = _manager(state).get(name)
-    if body.ids is None and body.where is None:
-        raise APIError(422, "give `ids` or a `where` filter", "validation")
-    return {"deleted": await _call(coll.delete, body.ids, where=body.where)}
+    mgr = _manager(state)
+    coll = mgr.get(name)
+    from encoderkit.store.validate import check_delete
+
+    try:  # nothing to select by, or a filter that selects everything without "all": true
+        check_delete(body.ids, body.where, body.all, '"all": true')
+    except ValueError as exc:
+        raise APIError(400, str(exc), "validation", param="where") from None
+    try:
+        return {"deleted": await mgr.writes.run(coll.delete, body.ids, where=body.where, all=body.all)}
+    except (ValueError, TypeError) as exc:
+        raise APIError(422, str(exc), "validation") from None
 
 
 @router.get("/collections/{name}/documents/{doc_id:path}", response_model=DocumentOut, summary="Fetch a document")
@@ -455,8 +478,11 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
     reranker = None
     if body.rerank:
         reranker = state.registry.get_reranker(body.rerank_model)
+        if reranker is None and body.rerank_model:  # as /rerank: a name the server does not serve is the client's
+            raise APIError(404, f"rerank model {body.rerank_model!r} is not served here", "not_found",
+                           param="rerank_model")
         if reranker is None:
-            raise APIError(424, "rerank asked but this server has no such rerank model; start it with --rerank-model",
+            raise APIError(424, "rerank asked but this server has no rerank model; start it with --rerank-model",
                            "backend")
     check_texts([body.query], "query", what="query")
     if body.mode in ("keyword", "hybrid") and coll.meta.get("modality") == "image":
@@ -476,7 +502,8 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
     extra = await _other_kinds(state, mgr, coll, [body.query], "query", tuple(m for m in lists if m in ("sparse", "late")))
     depth = max(body.k, body.rerank_top) if reranker is not None else body.k
     hits = await _call(coll.search, body.query, depth, mode=body.mode, where=body.where, vector=vector,
-                       modes=body.modes, fusion=body.fusion, weights=body.weights, alpha=body.alpha, **extra)
+                       modes=body.modes, fusion=body.fusion, weights=body.weights, alpha=body.alpha,
+                       group_by_document=body.group_by_document, **extra)
     if reranker is not None and hits:
         hits = hits[: body.rerank_top]
         passages = [h.text for h in hits]
@@ -498,7 +525,7 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
         hits = sorted(hits, key=lambda h: -h.score)
     if not hits:
         return {"hits": [], "explanation": await run_in_threadpool(_explain, name, coll, body.where, body.mode)}
-    return {"hits": [h.to_dict() for h in hits[: body.k]]}
+    return {"hits": [h.to_dict() for h in hits[: body.k]], "score_names": coll.score_names(body.fusion)}
 
 
 def _explain(name: str, coll: Any, where: Any, mode: str) -> str | None:

@@ -15,11 +15,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from encoderkit.store.documents import DocumentsMixin, fetch_documents
 from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
 from encoderkit.store.kinds import LISTS, KindsMixin, kinds_meta
 from encoderkit.store.records import Hit, collection_path, content_hash  # noqa: F401  (re-exported)
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
-from encoderkit.store.validate import check_document
+from encoderkit.store.validate import check_delete, check_document
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def keyword_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
-class Collection(KindsMixin):
+class Collection(KindsMixin, DocumentsMixin):
     """Documents with metadata, vectors and a keyword index (and, by the collection's kinds, sparse vectors and
     token vectors); `search` by vector, keyword, sparse, late or hybrid."""
 
@@ -289,10 +290,10 @@ class Collection(KindsMixin):
             self._after_write_late(g0, g1, removed, (rids, extra["late"]) if "late" in extra else None)
         return ids
 
-    def delete(self, ids: str | Sequence[str] | None = None, *, where: dict | None = None) -> int:
-        """Delete documents by id (missing ids are ignored) or by metadata filter; returns how many went."""
-        if ids is None and where is None:
-            raise ValueError("delete needs ids or a where filter")
+    def delete(self, ids: str | Sequence[str] | None = None, *, where: dict | None = None, all: bool = False) -> int:
+        """Delete documents by id (missing ids are ignored) or by metadata filter, or every document with all=True
+        (an empty filter alone is refused: it would match everything); returns how many went."""
+        where = check_delete(ids, where, all)
         with self._lock:
             ids = [ids] if isinstance(ids, str) else list(ids or [])
             with self.store.transaction():
@@ -326,8 +327,9 @@ class Collection(KindsMixin):
         """What `encoderkit index info` shows."""
         db = self.path / DB_NAME
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        documents, chunks = self.document_counts()  # a chunked document counts once among documents
         return {"path": str(self.path), "model": self.model, "dim": self.dim, "metric": self.metric,
-                "index": self.factory, "documents": self.count(), "generation": self.store.generation(),
+                "index": self.factory, "documents": documents, "chunks": chunks, "generation": self.store.generation(),
                 "bytes": size, "database": str(db), "kinds": list(self.kinds), "modes": self.modes()}
 
     # ------------------------------------------------------------------ search
@@ -336,14 +338,17 @@ class Collection(KindsMixin):
                multivector: np.ndarray | None = None, fusion: str = "rrf", alpha: float = 0.5,
                weights: Sequence[float] | dict | None = None, modes: Sequence[str] | None = None, rrf_k: int = 60,
                candidates: int | None = None, late_candidates: int | None = None,
-               ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+               ef_search: int | None = None, nprobe: int | None = None,
+               group_by_document: bool | None = None) -> list[Hit]:
         """Top-k documents for a query. mode: vector | keyword | sparse | late | hybrid. hybrid fuses `modes` (any of
         vector, keyword, sparse, late; default vector + keyword + the collection's sparse / late) by RRF (k=60) or
         fusion="weighted" (min-max normalized scores); `weights` per list (a dict by name, or a sequence in `modes`
         order; weighted vector + keyword default to alpha, 1 - alpha). where: metadata filter applied before
         top-k. rerank: an object with .score(query, passages) or a cross-encoder name/path, on the top
         `rerank_top`. A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
-        query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector."""
+        query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector.
+        group_by_document (default on; False: the chunks themselves): chunks of one document come back once, as
+        the document's id with its best chunk's score and text (hit.chunk_id, hit.matched_chunks; store/documents.py)."""
         k = _check_k(k)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -364,20 +369,34 @@ class Collection(KindsMixin):
         if rerank is not None:
             rerank_top = _check_k(rerank_top, "rerank_top")
         depth = max(k, rerank_top) if rerank is not None else k
+        opts = dict(vector=vector, sparse=sparse, multivector=multivector, late_candidates=late_candidates,
+                    ef_search=ef_search, nprobe=nprobe)
+
+        def fetch(n: int) -> list[Hit]:
+            return self._ranked_hits(mode, names, text, n, where, (fusion, weights, alpha, rrf_k, candidates), opts)
+
         with self._lock:
             if self.store.is_empty():
                 for m in names:  # the same error for a mode the collection lacks, empty or not
                     if m in ("sparse", "late"):
                         self._need(m)
                 return []
-            if mode == "hybrid":
-                depth = candidates or max(2 * depth, 100)
-            parts = self._ranked_lists(names, text, depth, where, vector=vector, sparse=sparse, multivector=multivector,
-                                       late_candidates=late_candidates, ef_search=ef_search, nprobe=nprobe)
-            ranked = parts[mode] if mode != "hybrid" else self._fuse(parts, fusion, weights, alpha, rrf_k)
-            parts = {name: dict(p) for name, p in parts.items()}
-            ranked = ranked[:depth]
-            rows = self.store.rows_by_rids([r for r, _ in ranked])
+            grouped = group_by_document is not False and self.has_chunks()
+            hits = fetch_documents(fetch, depth) if grouped else fetch(depth)
+        if rerank is not None and hits:
+            hits = self._rerank(text, hits[:rerank_top], rerank)
+        return hits[:k]
+
+    def _ranked_hits(self, mode: str, names: list[str], text: str | None, n: int, where, fuse: tuple,
+                     opts: dict) -> list[Hit]:
+        """The top-n stored rows (chunks, not grouped) of one search, each with its per-list scores."""
+        fusion, weights, alpha, rrf_k, candidates = fuse
+        depth = (candidates or max(2 * n, 100)) if mode == "hybrid" else n
+        parts = self._ranked_lists(names, text, depth, where, **opts)
+        ranked = parts[mode] if mode != "hybrid" else self._fuse(parts, fusion, weights, alpha, rrf_k)
+        parts = {name: dict(p) for name, p in parts.items()}
+        ranked = ranked[:n]
+        rows = self.store.rows_by_rids([r for r, _ in ranked])
         hits = []
         for rid, score in ranked:
             row = rows.get(rid)
@@ -387,9 +406,7 @@ class Collection(KindsMixin):
             if mode == "hybrid":
                 detail["fused"] = float(score)
             hits.append(Hit(row[0], row[1], json.loads(row[2]), float(score), detail))
-        if rerank is not None and hits:
-            hits = self._rerank(text, hits[:rerank_top], rerank)
-        return hits[:k]
+        return hits
 
     def _keyword_search(self, text: str, k: int, where) -> list[tuple[int, float]]:
         """(rid, score; higher is better) of the top-k documents holding any of the words of `text` (BM25)."""
@@ -483,6 +500,22 @@ class Collection(KindsMixin):
                                     f"{len(extra)} extra ids")
             problems += self._kinds_problems(rids)
             return {"ok": not problems, "documents": int(len(rids)), "generation": gen, "problems": problems}
+
+    # ------------------------------------------------------------------ backup (see store/backup.py)
+    def backup(self, dest: str | os.PathLike) -> dict:
+        """A consistent copy of this collection in the new folder `dest`, taken while other processes may write
+        (they wait for the copy); returns what backup.json records. Restore with Collection.restore."""
+        from encoderkit.store.backup import backup_collection
+
+        return backup_collection(self, dest)
+
+    @classmethod
+    def restore(cls, src: str | os.PathLike, path: str | os.PathLike, encoder: Any = None) -> "Collection":
+        """Restore the backup folder `src` as a new collection at `path` (checked before it is put in place)."""
+        from encoderkit.store.backup import restore_collection
+
+        restore_collection(src, path)
+        return cls.open(path, encoder, create=False)
 
     # ------------------------------------------------------------------ ingest (see store/ingest.py)
     def ingest(self, paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs) -> Any:

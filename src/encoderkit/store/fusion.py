@@ -38,3 +38,15 @@ def weighted(lists: Sequence[Ranked], weights: Sequence[float]) -> list[tuple[Ha
         for doc, s in minmax(ranked).items():
             fused[doc] = fused.get(doc, 0.0) + w * s
     return sorted(fused.items(), key=lambda t: -t[1])
+
+
+VECTOR_SCORE = {"cosine": "cosine", "ip": "dot product", "l2": "-squared L2"}
+
+
+def score_names(metric: str = "cosine", fusion: str = "rrf", rrf_k: int = 60, keyword: str = "BM25") -> dict[str, str]:
+    """What each entry of a hit's `scores` measures, named for people (the CLI's columns, the page's labels, the
+    API's `score_names`): a vector hit's similarity by the collection's metric, BM25 for keyword hits (PostgreSQL:
+    idf x ts_rank_cd), and the fused value only as what orders a hybrid list (its rank is what a reader needs)."""
+    return {"vector": VECTOR_SCORE.get(metric, metric), "keyword": keyword, "sparse": "sparse dot product",
+            "late": "MaxSim", "fused": f"RRF (k={rrf_k})" if fusion == "rrf" else "weighted min-max",
+            "rerank": "cross-encoder", "first_stage": "first stage"}

@@ -1,6 +1,7 @@
 """Ingest files into a collection: .txt / .md (one document per file, or one per non-blank line with
 lines=True), .jsonl (one per line), .csv (one per row), and directories of them. `template` ("{title} {text}")
-sets the text stored and embedded from a record's fields. Long documents are split into overlapping token windows; exact duplicates
+sets the text stored and embedded from a record's fields. Long documents are split into overlapping chunks of
+whole words and sentences sized in the model's tokens (store/chunking.py); exact duplicates
 are skipped by content hash; documents are committed in batches, so an interrupted run can simply be re-run."""
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from encoderkit.io import render_template
+from encoderkit.store.chunking import chunk_text
 from encoderkit.store.collection import content_hash
+from encoderkit.store.fresh_write import write_fresh
 from encoderkit.store.validate import INT_MAX, INT_MIN, check_value, surrogate_at
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class RawDoc:
     id: str
     text: str
     metadata: dict
+    late: tuple[str, tuple[int, int]] | None = None  # late chunking: (the whole document's text, this chunk's span)
 
 
 # ---------------------------------------------------------------------- reading files
@@ -148,28 +152,14 @@ def count_documents(path: Path, lines: bool = False) -> int:
 
 
 # ---------------------------------------------------------------------- chunking
-def _spans(text: str, tokenizer: Any) -> list[tuple[int, int]]:
-    """Character span of each token (words when there is no tokenizer)."""
-    if tokenizer is None:
-        return [m.span() for m in re.finditer(r"\S+", text)]
-    enc = tokenizer.encode(text, add_special_tokens=False)
-    return [o for o in enc.offsets if o[1] > o[0]]
-
-
-def chunk_text(text: str, tokenizer: Any, size: int, overlap: int) -> list[str]:
-    """Split text into windows of `size` tokens, consecutive windows sharing `overlap` tokens."""
-    if size < 1 or not 0 <= overlap < size:
-        raise ValueError(f"need chunk size >= 1 and 0 <= overlap < size, got size {size}, overlap {overlap}")
-    spans = _spans(text, tokenizer)
-    if len(spans) <= size:
-        return [text]
-    chunks, step = [], size - overlap
-    for start in range(0, len(spans), step):
-        window = spans[start:start + size]
-        chunks.append(text[window[0][0]:window[-1][1]])
-        if start + size >= len(spans):
-            break
-    return chunks
+def chunk_spans(text: str, tokenizer: Any, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Character spans of chunk_text's chunks (each chunk is a slice of the text, and they start in order)."""
+    spans, at = [], 0
+    for chunk in chunk_text(text, tokenizer, size, overlap):
+        a = text.find(chunk, at)
+        spans.append((a, a + len(chunk)))
+        at = a + 1
+    return spans
 
 
 def _untruncated(tokenizer: Any) -> Any:
@@ -187,24 +177,30 @@ def _untruncated(tokenizer: Any) -> Any:
 def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLike], *, chunk_tokens: int | None = None,
            overlap: int = 32, batch_size: int = 256, text_field: str = "text", id_field: str = "id",
            lines: bool = False, template: str | None = None, progress: bool | None = None,
+           late_chunking: bool = False,
            on_commit: Callable[[IngestReport, list[str]], None] | None = None) -> IngestReport:
     """Add files/directories to `collection`. chunk_tokens: window size (default: the model's max_length - 2;
     0 = never split). lines: .txt/.md files hold one document per non-blank line. template: the text stored and
     embedded, from the record's fields ("{title} {text}"). Unreadable or non-UTF-8 files are reported in `errors`
     and skipped; a malformed JSONL or CSV line raises ValueError naming file and line (batches already committed
-    stay). progress: one bar over all documents of all files, with rate and ETA (None: when stderr is a TTY)."""
+    stay). progress: one bar over all documents of all files, with rate and ETA (None: when stderr is a TTY).
+    late_chunking: the chunks of a long document are pooled from passes over the whole document (each pass the
+    model's window: chunks in context), not encoded alone; chunks default to min(128, window / 2) tokens then."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = list(iter_files(paths))
     report = IngestReport(files=len(files))
+    if late_chunking:
+        _check_late(collection, chunk_tokens)
     tokenizer, size = None, chunk_tokens
     if chunk_tokens != 0:
         enc = collection.encoder
         tokenizer = _untruncated(getattr(enc, "tokenizer", None))
         if size is None:
-            size = max(16, int(getattr(enc, "max_length", 256)) - 2)
+            window = int(getattr(enc, "max_length", 256)) - 2
+            size = max(16, min(128, window // 2) if late_chunking else window)
     seen: set[str] = set()
     pending: list[RawDoc] = []
     weights: list[float] = []  # each source document counts 1 on the progress bar, shared by its chunks
@@ -232,16 +228,14 @@ def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLik
             texts = [d.text for d in todo]
             vectors = None
             if hasattr(collection, "embed"):  # here, not in upsert: no nested bar; slices move ours within a batch
-                import numpy as np
-
-                step, parts = (32 if bar.on else len(texts)), []
-                for i in range(0, len(texts), step):
-                    parts.append(collection.embed(texts[i:i + step], progress=False))
-                    bar.advance(sum(todo_w[i:i + step]))
-                vectors = np.concatenate(parts)
-            collection.upsert(texts, ids=[d.id for d in todo], metadatas=[d.metadata for d in todo],
-                              **({"vectors": vectors} if vectors is not None else {}))
-            if vectors is None:
+                vectors = _embed(collection, todo, todo_w, bar)
+            if vectors is not None:  # checked again under the write lock: another process may have added them
+                kept, same, dup = write_fresh(collection, [d.id for d in todo], texts, [d.metadata for d in todo],
+                                              vectors)
+                report.unchanged, report.duplicates = report.unchanged + same, report.duplicates + dup
+                todo = [todo[n] for n in kept]
+            else:
+                collection.upsert(texts, ids=[d.id for d in todo], metadatas=[d.metadata for d in todo])
                 bar.advance(sum(todo_w))
         report.added += len(todo)
         report.batches += 1
@@ -264,13 +258,14 @@ def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLik
                 continue
             bar.recount(expected, len(docs))  # the quick count and the parsed file may differ (blank texts)
             for doc in docs:
-                parts = chunk_text(doc.text, tokenizer, size, min(overlap, size - 1)) if size else [doc.text]
+                parts = chunk_spans(doc.text, tokenizer, size, min(overlap, size - 1)) if size else [(0, len(doc.text))]
                 if len(parts) > 1:
                     report.chunked += 1
-                for i, part in enumerate(parts):
-                    d = doc if len(parts) == 1 else RawDoc(f"{doc.id}#{i}", part,
+                for i, (a, b) in enumerate(parts):
+                    d = doc if len(parts) == 1 else RawDoc(f"{doc.id}#{i}", doc.text[a:b],
                                                            {**doc.metadata, "parent": doc.id, "chunk": i,
-                                                            "chunks": len(parts)})
+                                                            "chunks": len(parts)},
+                                                           (doc.text, (a, b)) if late_chunking else None)
                     if not d.text.strip():
                         bar.advance(1 / len(parts))
                         continue
@@ -289,6 +284,49 @@ def ingest(collection: Any, paths: str | os.PathLike | Sequence[str | os.PathLik
         bar.close()
         collection.flush()
     return report
+
+
+def _check_late(collection: Any, chunk_tokens: int | None) -> None:
+    """Late chunking needs chunks and a collection of dense vectors from a text model with a tokenizer."""
+    if chunk_tokens == 0:
+        raise ValueError("late chunking pools the chunks of long documents; it cannot go with chunk_tokens=0 "
+                         "(no split)")
+    kinds = getattr(collection, "kinds", ("dense",))
+    if "dense" not in kinds:
+        raise ValueError(f"late chunking gives each chunk a dense vector; this collection holds {', '.join(kinds)} "
+                         "vectors only")
+    enc = collection.encoder
+    if getattr(enc, "tokenizer", None) is None:
+        raise ValueError(f"late chunking needs a text model with a tokenizer; {collection.model!r} has none")
+    if chunk_tokens and chunk_tokens > enc.max_length - 4:  # a pass holds the chunk, special tokens and a margin
+        raise ValueError(f"chunks of {chunk_tokens} tokens do not fit one {enc.max_length}-token pass of "
+                         f"{collection.model!r}; late chunking needs chunks smaller than the model's window")
+
+
+def _embed(collection: Any, docs: list[RawDoc], weights: list[float], bar: "_Progress") -> Any:
+    """Dense vectors of a batch: late-chunked chunks pooled from their document's passes (each document read once),
+    the others encoded alone, the bar advancing as slices finish."""
+    import numpy as np
+
+    from encoderkit.late_chunking import encode_long
+
+    out = np.zeros((len(docs), collection.dim), np.float32)
+    parents: dict[str, list[int]] = {}
+    for i, d in enumerate(docs):
+        if d.late is not None:
+            parents.setdefault(d.metadata["parent"], []).append(i)
+    for idx in parents.values():
+        text = docs[idx[0]].late[0]
+        out[idx] = encode_long(collection.encoder, text, [docs[i].late[1] for i in idx],
+                               normalize=collection.metric == "cosine")
+        bar.advance(sum(weights[i] for i in idx))
+    rest = [i for i, d in enumerate(docs) if d.late is None]
+    step = 32 if bar.on else max(1, len(rest))
+    for s in range(0, len(rest), step):
+        idx = rest[s:s + step]
+        out[idx] = collection.embed([docs[i].text for i in idx], progress=False)
+        bar.advance(sum(weights[i] for i in idx))
+    return out
 
 
 class _Progress:
@@ -336,4 +374,4 @@ def _isatty() -> bool:
     return sys.stderr.isatty()
 
 
-__all__ = ["ingest", "IngestReport", "chunk_text", "read_file", "iter_files", "SUFFIXES"]
+__all__ = ["ingest", "IngestReport", "chunk_spans", "chunk_text", "read_file", "iter_files", "SUFFIXES"]

@@ -23,6 +23,9 @@ LISTS = ("vector", "keyword", "sparse", "late")  # what hybrid search can fuse
 EXACT_LATE_BELOW = 2048  # a filter leaving at most this many documents: MaxSim over all of them, no candidates
 
 
+_UNSET = object()
+
+
 def _side(encoder: Any, side: str):
     fn = getattr(encoder, f"encode_{side}", None)
     return fn if callable(fn) else encoder.encode
@@ -36,15 +39,21 @@ def encode_sparse(encoder: Any, texts: list[str], side: str = "document"):
     return out.tocsr()
 
 
-def encode_multivector(encoder: Any, texts: list[str], side: str = "document") -> list[np.ndarray]:
-    out = _side(encoder, side)(texts, output="multivector")
+def encode_multivector(encoder: Any, texts: list[str], side: str = "document", plain: bool = False) -> list[np.ndarray]:
+    """Token vectors of texts; plain: a dense model without a multi-vector head gives its own normalized token vectors
+    (what a collection created with `token_late` holds), whether or not this encoder object has `token_late` set."""
+    if plain and getattr(encoder, "late", _UNSET) is None and not getattr(encoder, "token_late", False):
+        from encoderkit.multivector import encode_multivector as token_vectors
+
+        route = encoder.route(side) if hasattr(encoder, "route") else encoder
+        out = token_vectors(route, texts, task=side, prompt=getattr(encoder, "prompts", {}).get(side, ""), plain=True)
+    else:
+        out = _side(encoder, side)(texts, output="multivector")
     if not isinstance(out, list) or any(np.asarray(x).ndim != 2 for x in out):
         raise TypeError(f"{getattr(encoder, 'name', 'the encoder')} gave {type(out).__name__} for "
                         "output='multivector'; expected a list of (tokens, dim) arrays")
     return out
 
-
-_UNSET = object()
 
 
 def supported_kinds(encoder: Any) -> dict[str, int]:
@@ -153,7 +162,7 @@ class KindsMixin:
             out["sparse"] = as_rows(sparse, len(texts), self.vocab)
         if "late" in self.kinds:
             if multivectors is None:
-                multivectors = encode_multivector(self.encoder, texts) if texts else []
+                multivectors = encode_multivector(self.encoder, texts, plain=True) if texts else []
             out["late"] = prepare_multivectors(multivectors, len(texts), self.late_dim, self.metric == "cosine")
         return out
 
@@ -220,7 +229,7 @@ class KindsMixin:
 
     def _query_multivector(self, text: str | None, mv: Any) -> np.ndarray:
         if mv is None:
-            mv = encode_multivector(self.encoder, [text], side="query")
+            mv = encode_multivector(self.encoder, [text], side="query", plain=True)
         elif not isinstance(mv, list):
             mv = [mv]
         return prepare_multivectors(mv, 1, self.late_dim, self.metric == "cosine", "query multivector")[0]

@@ -18,10 +18,12 @@ class Hit:
     metadata: dict = field(default_factory=dict)
     score: float | None = None
     scores: dict = field(default_factory=dict)  # per-stage scores: vector, keyword, fused, rerank
+    chunk_id: str | None = None  # a document grouped from chunks: the chunk whose text and score it shows
+    matched_chunks: int = 1  # a grouped document: how many of its chunks were among the candidates
 
     def to_dict(self) -> dict:
         return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata,
-                "scores": self.scores}
+                "scores": self.scores, "chunk_id": self.chunk_id, "matched_chunks": self.matched_chunks}
 
 
 def content_hash(text: str) -> str:
