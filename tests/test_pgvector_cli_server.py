@@ -137,7 +137,7 @@ def test_cli_round_trip_equals_embedded(db, docs, tmp_path, capsys):
                 assert {h["id"] for h in p} == {h["id"] for h in e}, key
         else:
             assert pg[key] == embedded[key], key
-    assert pg["list"].splitlines()[1].split() == ["papers", "5", "Flat", "fake-32"]
+    assert pg["list"].splitlines()[1].split() == ["papers", "5", "5", "Flat", "fake-32"]  # documents, chunks
     assert pg["list_after_drop"] == []
 
 
