@@ -89,6 +89,12 @@ def test_small_inputs_other_threads_and_one_thread_stay_in_one_process(dense_dir
     t.start()
     t.join()
     assert got == [1]  # never fork a process whose other threads may hold locks (the server's batcher)
+    assert plan_workers(enc, TEXTS, None, B) == 2
+    long = [" ".join([t] * 30) for t in TEXTS]  # long texts: one process's threads measured faster
+    assert sum(map(len, long)) / len(long) > 400 and plan_workers(enc, long, None, B) == 1
+    assert plan_workers(enc, long, 2, B) == 2  # forced
+    enc.set_compute("onnx")  # exported engines: their own threads measured faster
+    assert plan_workers(enc, TEXTS, None, B) == 1
     torch.set_num_threads(1)
     assert plan_workers(enc, TEXTS, None, B) == 1
     assert plan_workers(enc, TEXTS, 2, B) == 2  # forced
@@ -165,9 +171,9 @@ def test_exported_backends_use_threads_over_a_one_thread_engine(dense_dir, backe
     enc = encoderkit.load(str(dense_dir), compute=backend)
     one = enc.encode(TEXTS, workers=1, batch_size=B)
     with caplog.at_level(logging.INFO, logger="encoderkit.compute.workers"):
-        auto = enc.encode(TEXTS, batch_size=B)
+        two = enc.encode(TEXTS, batch_size=B, workers=2)  # forced: auto keeps the engine's own threads (measured)
     assert "over 2 workers (threads on a one-thread engine)" in _used_workers(caplog)
-    assert np.abs(auto - one).max() <= TOL
+    assert np.abs(two - one).max() <= TOL
     with pytest.raises(ValueError, match=r"^input 101 is longer"):
         enc.encode(TEXTS[:101] + [" ".join(["w7"] * 400)] + TEXTS[101:], workers=2, truncate=False, batch_size=B)
     assert _children_left() == []
