@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import encoderkit
-from encoderkit.cli import main
 from encoderkit.store import Collection
 from pg_server import collection_url, pg_url, unique_name  # noqa: F401  (pg_url: the session's PostgreSQL server)
 from store_fakes import FakeEncoder
@@ -143,17 +142,7 @@ def test_backup_refuses_a_folder_that_is_not_empty_and_restore_leaves_nothing_on
     assert not (tmp_path / "r1").exists() and not list(tmp_path.glob(".*partial*"))
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENCODERKIT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(encoderkit, "load", lambda name, **kw: FakeEncoder(name="fake"))
-    return tmp_path
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from test_hostile_input import home, run  # noqa: E402,F401  (fixture: ENCODERKIT_HOME + fake model; the CLI runner)
 
 
 def test_cli_backup_and_restore_round_trip(home, capsys):

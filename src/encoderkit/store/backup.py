@@ -59,6 +59,16 @@ def backup_collection(col: Any, dest: str | Path) -> dict:
     return manifest
 
 
+def _sqlite_copy(src: Path, dst: Path) -> None:
+    """Copy the SQLite database `src` to `dst` with SQLite's online backup API (a consistent snapshot)."""
+    source, target = sqlite3.connect(str(src)), sqlite3.connect(str(dst))
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
 def _copy_locked(col: Any, tmp: Path) -> dict:
     """Under the collection's write lock: the database by SQLite's backup API, the indexes from memory."""
     import encoderkit
@@ -66,13 +76,7 @@ def _copy_locked(col: Any, tmp: Path) -> dict:
     t0 = time.perf_counter()
     with col._lock, col.store.transaction():  # BEGIN IMMEDIATE: no process writes until the copy is done
         gen = col.store.generation()
-        source = sqlite3.connect(str(col.path / DB_NAME))  # a second connection reads the committed state (WAL)
-        target = sqlite3.connect(str(tmp / DB_NAME))
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
+        _sqlite_copy(col.path / DB_NAME, tmp / DB_NAME)  # a second connection reads the committed state (WAL)
         files = [DB_NAME]
         idx = col._sync_index()
         if idx.is_trained and idx.generation == gen:
@@ -117,13 +121,7 @@ def restore_collection(src: str | Path, path: str | Path) -> dict:
     _fresh_folder(path)
     tmp = _staging(path)
     try:
-        source = sqlite3.connect(str(src / DB_NAME))
-        target = sqlite3.connect(str(tmp / DB_NAME))
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
+        _sqlite_copy(src / DB_NAME, tmp / DB_NAME)
         for name in manifest.get("files", []):
             if name != DB_NAME:
                 shutil.copy2(src / name, tmp / name)
