@@ -174,12 +174,23 @@ def test_search_with_random_filters_is_a_result_or_one_line(target, capsys, quer
         assert isinstance(json.loads(out), list)
 
 
+def test_ids_that_cannot_be_stored_are_missing_ids(target, capsys):
+    """An id with a lone surrogate (argv decodes undecodable bytes to them) was refused at ingest, so it names no
+    document: `index delete --ids` ignores it like any missing id and `index get` says it is not there."""
+    code, out, err = run(capsys, ["index", "delete", target[0], "--json", "--ids", "\udcff", "s1"])
+    assert (code, json.loads(out)["deleted_documents"], err) == (0, 1, "")
+    code, out, err = run(capsys, ["index", "get", target[0], "\udcff"])
+    assert code == 1 and "no document '\\udcff'" in err, err
+
+
 @FUZZ
 @example(where='{"n": {"$in": [1' + "0" * 30 + "]}}", ids=None)  # was a traceback (OverflowError)
 @example(where=json.dumps({"$and": [{"n": {"$ne": i}} for i in range(3000)]}), ids=None)  # was a traceback (SQLite)
 @example(where=nested_where(400), ids=None)  # recursion
 @example(where="\r:", ids=None)  # the message quoted the \r: two lines
 @example(where="\ud800", ids=None)  # printing the message failed (UnicodeEncodeError) on a strict stream
+@example(where=None, ids=["\ud800", "s1"])  # the store could not bind the id (UnicodeEncodeError): now missing
+@example(where=None, ids=["s1", "-k", "\ud800"])  # argparse's usage error quoting the surrogate failed to print
 @given(where=st.one_of(st.none(), WHERE), ids=st.one_of(st.none(), st.lists(st.one_of(TEXT, st.just("s1")),
                                                                                 min_size=1, max_size=3)))
 def test_delete_with_random_filters_deletes_what_it_reports(home, target, capsys, where, ids):

@@ -9,6 +9,15 @@ import pkgutil
 import sys
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors can quote any argument: a lone surrogate (from an undecodable byte in
+    argv) is written as an escape such as \\udcff instead of failing on a strict UTF-8 stream."""
+
+    def _print_message(self, message, file=None):
+        super()._print_message(message.encode("utf-8", "backslashreplace").decode("utf-8") if message else message,
+                               file)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every subcommand module's commands attached. `command`: the command about to run (""
     for none, e.g. `encoderkit --help`); commands whose options are expensive to build (train imports torch for
@@ -17,7 +26,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from encoderkit.cli import _common
 
     _common.INVOKED = command
-    parser = argparse.ArgumentParser(prog="encoderkit", description="Build, load, train and use neural encoders.")
+    parser = Parser(prog="encoderkit", description="Build, load, train and use neural encoders.")
     parser.add_argument("--version", action="version", version=f"encoderkit {__version__}",
                         help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")

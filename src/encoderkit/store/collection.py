@@ -20,7 +20,7 @@ from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
 from encoderkit.store.kinds import LISTS, KindsMixin, kinds_meta
 from encoderkit.store.records import Hit, collection_path, content_hash  # noqa: F401  (re-exported)
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
-from encoderkit.store.validate import check_delete, check_document
+from encoderkit.store.validate import check_delete, check_document, surrogate_at
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,8 @@ class Collection(KindsMixin, DocumentsMixin):
         (an empty filter alone is refused: it would match everything); returns how many went."""
         where = check_delete(ids, where, all)
         with self._lock:
-            ids = [ids] if isinstance(ids, str) else list(ids or [])
+            # an id with a lone surrogate cannot have been stored (refused at ingest): missing, like any other
+            ids = [i for i in ([ids] if isinstance(ids, str) else [str(i) for i in ids or []]) if surrogate_at(i) is None]
             with self.store.transaction():
                 g0 = self.store.generation()
                 if where is not None:
@@ -312,7 +313,7 @@ class Collection(KindsMixin, DocumentsMixin):
         """Documents by id (None where missing); one id gives one result."""
         single = isinstance(ids, str)
         wanted = [ids] if single else [str(i) for i in ids]
-        rows = self.store.rows_by_ids(wanted)
+        rows = self.store.rows_by_ids([i for i in wanted if surrogate_at(i) is None])  # others cannot be stored
         out = [Hit(r[0], r[1], json.loads(r[2])) if (r := rows.get(i)) else None for i in wanted]
         return out[0] if single else out
 

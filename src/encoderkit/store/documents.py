@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from encoderkit.store.records import Hit
+from encoderkit.store.validate import surrogate_at
 
 OVERFETCH = 4  # chunk candidates asked per wanted document, grown by this factor while documents are missing
 MAX_ROUNDS = 4
@@ -79,6 +80,8 @@ class DocumentsMixin:
 
     def document_rids(self, doc_id: str) -> list[int]:
         """The stored rows of a document: the row with that id, or its chunks (metadata parent = doc_id)."""
+        if surrogate_at(doc_id) is not None:  # not valid UTF-8: refused at ingest, so never stored
+            return []
         row = self.store.rows_by_ids([doc_id]).get(doc_id)
         if row is not None:
             return [int(row[3])]
