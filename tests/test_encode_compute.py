@@ -1,5 +1,6 @@
-"""Compute precisions that trade exactness for speed: int8 (dynamic quantization, per-channel int8 weights) and
-bf16, on the real all-MiniLM-L6-v2 and real SciFact queries; and their bad-input cases."""
+"""Compute precisions that trade exactness for speed: int8 (per-channel int8 weights; activations per token with
+int8 dot-product instructions (encoderkit.compute.int8), else fbgemm's per-batch dynamic quantization) and bf16, on
+the real all-MiniLM-L6-v2 and real SciFact queries; and their bad-input cases."""
 from __future__ import annotations
 
 import json
@@ -39,9 +40,13 @@ def test_compute_modes_stay_close_to_fp32(compute, min_mean, min_worst, queries,
     if compute == "int8":
         from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+        from encoderkit.compute.int8 import Int8Linear, fast_int8_matmul
+
+        kind = Int8Linear if fast_int8_matmul() else DynamicLinear  # the kernel this CPU runs fast
         mods = list(enc.model.modules())
         assert not any(type(m) is torch.nn.Linear for m in mods)
-        assert sum(isinstance(m, DynamicLinear) for m in mods) == 6 * 4  # qkv, o, fc1, fc2 in each of 6 layers
+        assert sum(isinstance(m, kind) for m in mods) == 6 * 4  # qkv, o, fc1, fc2 in each of 6 layers
+        assert ("W8A8" if kind is Int8Linear else "fbgemm") in enc.info()["compute_engine"]
     else:
         assert next(enc.model.parameters()).dtype == torch.bfloat16
     # still a usable retrieval model: each query's nearest neighbour among the fp32 vectors is itself

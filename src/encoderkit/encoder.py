@@ -239,8 +239,9 @@ class Encoder:
     # ------------------------------------------------------------------ compute precision
     def set_compute(self, compute: str) -> "Encoder":
         """Trade exactness for speed: "fp32" (exact), "bf16" (weights and activations in bfloat16; pooling,
-        projection and normalization stay fp32) or "int8" (dynamic quantization: every nn.Linear gets int8 weights,
-        per-channel scales, activations quantized per batch; fbgemm kernels). Changes this Encoder in place and
+        projection and normalization stay fp32) or "int8" (every nn.Linear in int8 with per-channel weight scales;
+        on CPUs with VNNI / AMX-INT8 activations are quantized per token (encoderkit.compute.int8), elsewhere per
+        batch by fbgemm's dynamic quantization). Changes this Encoder in place and
         returns it; an int8 or bf16 encoder cannot be saved (save the fp32 one). The cosine to fp32 each mode gives
         is printed by benchmarks/encode_throughput.py. "onnx" / "openvino" are exact (fp32): the text backbone
         exported to ONNX and run by ONNX Runtime / OpenVINO on the CPU with the torch thread count at this call;
@@ -257,9 +258,14 @@ class Encoder:
             raise ValueError(f"int8 compute runs on the CPU only; this encoder is on {self.device}")
         if self.compute != "fp32":
             raise ValueError(f"this encoder already computes in {self.compute}; load it again for {compute}")
+        from encoderkit.compute.int8 import fast_int8_matmul, quantize_linears
+
         if compute == "bf16":
             self.model = self.model.to(torch.bfloat16)
-        else:
+        elif fast_int8_matmul():  # int8 dot-product instructions: W8A8, per-token activation scales
+            self.model = quantize_linears(self.model)
+            self._int8_kernel = "W8A8 per-channel weights / per-token activations (torch._int_mm, oneDNN)"
+        else:  # AVX2-only CPUs: torch._int_mm is slower than fp32 there; fbgemm's per-tensor dynamic int8
             import warnings
 
             with warnings.catch_warnings():  # torch.ao's eager quantization warns about its future move to torchao
@@ -267,6 +273,7 @@ class Encoder:
                 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
                 self.model = quantize_dynamic(self.model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            self._int8_kernel = "dynamic per-tensor activations, per-channel weights (fbgemm)"
         self.compute = compute
         return self
 
@@ -408,7 +415,8 @@ class Encoder:
                 "max_length": self.max_length, "pooling": self.pooling, "normalize": self.normalize,
                 "embedding_size": self.dim, "vocab_size": getattr(cfg, "vocab_size", None),
                 "source": str(self.source) if self.source else None, "compute": self.compute,
-                "compute_engine": getattr(getattr(self, "_runner", None), "description", None) or "torch " + torch.__version__}
+                "compute_engine": getattr(getattr(self, "_runner", None), "description", None)
+                or "torch " + torch.__version__ + (f" int8 {self._int8_kernel}" if self.compute == "int8" else "")}
 
     def _pipeline_spec(self, transformer_dir: Path) -> Any:
         from encoderkit.checkpoints.sentence_transformers import PipelineSpec, dense_spec

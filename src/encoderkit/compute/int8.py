@@ -1,0 +1,89 @@
+"""int8 compute: W8A8 linear layers with per-channel weight scales and per-token activation scales.
+
+Every `nn.Linear` of the backbone becomes an `Int8Linear`: its weight is stored once as int8 with one scale per
+output channel, s_w[n] = max_k |W[n, k]| / 127; at each call every token (row) x of the input gets its own scale
+s_x = max_k |x[k]| / 127, so
+
+    y[m, n] = s_x[m] * s_w[n] * sum_k round(x[m, k] / s_x[m]) * round(W[n, k] / s_w[n])  + b[n]
+
+with the sum an exact int32 product (`torch._int_mm`; oneDNN's VNNI / AMX-INT8 kernels). One scale per token
+keeps a token with large activations from crushing the others' resolution, which a per-tensor (per-batch) scale
+does: on all-MiniLM-L6-v2 the per-token form gives cosine 0.997 mean / 0.996 min to fp32 where the per-tensor
+dynamic quantization gives 0.977 / 0.946 (benchmarks/README.md). Everything between the GEMMs (LayerNorm,
+softmax, GELU, residuals, pooling) stays fp32.
+
+`torch._int_mm` is fast only where the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8);
+on an AVX2-only CPU it is many times slower than fp32, so there `compute="int8"` keeps the fbgemm per-tensor
+dynamic quantization (see `fast_int8_matmul`). Rows are processed in blocks so that the int32 product, the
+scales and the output stay in cache (a 8,192-row batch of long texts in one product ran at a third of the speed).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROWS = 256  # rows (tokens) per block: measured 256 > 128 > 512 > unblocked on MiniLM's long-text batches
+
+
+@functools.lru_cache(maxsize=1)
+def fast_int8_matmul() -> bool:
+    """Whether this CPU has int8 dot-product instructions that torch._int_mm (oneDNN) uses: AMX-INT8,
+    AVX512-VNNI or AVX-VNNI (Linux: /proc/cpuinfo flags). Elsewhere int8 GEMMs are slower than fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool({"amx_int8", "avx512_vnni", "avx_vnni"} & set(flags))
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 values, fp32 scales (rows, 1)): symmetric per-row quantization, scale = max |x| / 127."""
+    scale = x.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (faster than one aminmax pass)
+    return torch.round(x / scale).to(torch.int8), scale  # |x / scale| <= 127 by construction: no clamp
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W in int8 (one scale per output channel) and x quantized per token at each call."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()  # (N, K)
+        q, scale = quantize_rows(w)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", q)  # (N, K)
+        self.register_buffer("weight_scale", scale.reshape(-1))  # (N,)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float()  # (M, K)
+        out = torch.empty(x2.shape[0], self.out_features, dtype=torch.float32, device=x.device)  # (M, N)
+        w_t = self.weight_int8.t()  # (K, N) view of the row-major (N, K) weight, as oneDNN wants it
+        for i in range(0, x2.shape[0], ROWS):
+            xq, sx = quantize_rows(x2[i:i + ROWS])
+            y = out[i:i + ROWS]
+            y.copy_(torch._int_mm(xq, w_t)).mul_(sx)  # exact int32 sums, times the tokens' scales
+            if self.bias is None:
+                y.mul_(self.weight_scale)
+            else:  # (a mixed int32 x fp32 product, or one more pass per scale, measured slower)
+                torch.addcmul(self.bias, y, self.weight_scale, out=y)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 per-channel / per-token"
+
+
+def quantize_linears(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear inside `model` by an Int8Linear, in place; returns the model."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear(child))
+    return model
+
+
+__all__ = ["Int8Linear", "fast_int8_matmul", "quantize_linears", "quantize_rows"]
