@@ -39,6 +39,7 @@ serve: $(STAMP)
 	$(BIN)/encoderkit serve --model all-MiniLM-L6-v2 --host 127.0.0.1 --port 8080
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/encode_throughput.py
 
 # infinity-emb, the peer server of benchmarks/serve_load.py, in its own venv: it pins numpy<2 and older uvicorn /

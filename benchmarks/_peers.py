@@ -6,7 +6,12 @@ sentence-transformers pipeline (tokenizer, padding to the longest in a batch, me
   transformers 5 here, so the same export and session are built directly),
 - OpenVINO running openvino.convert_model of that transformers model (what backend="openvino" runs via
   optimum-intel), compiled with INFERENCE_PRECISION_HINT=f32 (exact; the plugin's default is bf16 on CPUs that
-  have it).
+  have it),
+- "openvino-bf16": the same with INFERENCE_PRECISION_HINT=bf16 (the plugin's default on CPUs with AVX-512-BF16 /
+  AMX; where bf16 is not native OpenVINO runs f32),
+- "openvino-int8": the same graph statically quantized by NNCF (`nncf.quantize`, model_type TRANSFORMER, the
+  OpenVINO recipe for int8 encoders), calibrated on 300 STS-B train sentences (held apart from the SciFact texts
+  measured; `pip install nncf`).
 The real backend="onnx" / "openvino" and fastembed are used instead when they are installed and load offline."""
 from __future__ import annotations
 
@@ -73,6 +78,8 @@ def st_model(folder: str, engine: str, threads: int):
     if engine == "torch":
         return st, "sentence-transformers torch fp32"
     try:  # the real backend when optimum / optimum-intel are installed
+        if engine not in ("onnx", "openvino"):
+            raise ImportError("the bf16 / int8 variants are built directly")
         import optimum  # noqa: F401
 
         real = SentenceTransformer(folder, device="cpu", backend=engine,
@@ -93,6 +100,32 @@ def st_model(folder: str, engine: str, threads: int):
         names = [i.name for i in sess.get_inputs()]
         st[0].model = _Engine(hf, lambda f: sess.run(None, f)[0], names)
         return st, f"ONNX Runtime {ort.__version__} fp32 (transformers graph, ST pipeline)"
+    return _openvino_peer(st, hf, names, threads, "f32" if engine == "openvino" else engine.split("-", 1)[1])
+
+
+def calibration_texts(n: int = 300) -> list[str]:
+    """The first n distinct sentences of STS-B train (../shared/data), for static int8 calibration: never the
+    SciFact texts the benchmark measures."""
+    import csv
+    import os
+    from pathlib import Path
+
+    data = Path(os.environ.get("ENCODERKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    f = data / "stsbenchmark" / "sts-train.csv"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} (STS-B train) is needed to calibrate the int8 peer")
+    seen: dict[str, None] = {}
+    with f.open(newline="", encoding="utf-8") as fh:
+        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for t in row[5:7]:
+                seen.setdefault(t, None)
+            if len(seen) >= n:
+                break
+    return list(seen)[:n]
+
+
+def _openvino_peer(st, hf, names: list[str], threads: int, precision: str):
+    """The transformers graph under OpenVINO in f32 / bf16 (inference precision hint) or NNCF static int8."""
     import openvino as ov
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -101,13 +134,27 @@ def st_model(folder: str, engine: str, threads: int):
             ov_model = ov.convert_model(_Wrap(hf).eval(), example_input=_example(hf))
         except Exception:  # noqa: BLE001 - the ONNX route when the torch frontend does not take it
             ov_model = ov.convert_model(io.BytesIO(hf_onnx_bytes(hf)))
-    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+    in_names = [n for i in ov_model.inputs for n in i.get_names() if n in names]
+    if precision == "int8":
+        import nncf
+
+        feeds = []
+        texts = calibration_texts()
+        for i in range(0, len(texts), 32):
+            t = st.tokenize(texts[i:i + 32])
+            feeds.append({n: t[n].numpy().astype(np.int64) if n in t else
+                          np.zeros_like(t["input_ids"].numpy(), dtype=np.int64) for n in in_names})
+        ov_model = nncf.quantize(ov_model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(texts))
+    hint = {"f32": "f32", "bf16": "bf16", "int8": "f32"}[precision]  # int8: the rest of the graph in f32
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                           "PERFORMANCE_HINT": "LATENCY",
                                                           "INFERENCE_NUM_THREADS": str(threads)})
     req = compiled.create_infer_request()
     in_names = [n for i in compiled.inputs for n in i.get_names() if n in names]
     st[0].model = _Engine(hf, lambda f: np.array(req.infer(f)[compiled.output(0)], copy=True), in_names)
-    return st, f"OpenVINO {ov.__version__.split('-')[0]} fp32 (transformers graph, ST pipeline)"
+    what = {"f32": "fp32", "bf16": "bf16 (precision hint)", "int8": "static int8 (NNCF, 300 STS-B calibration sentences)"}
+    return st, f"OpenVINO {ov.__version__.split('-')[0]} {what[precision]} (transformers graph, ST pipeline)"
 
 
 def fastembed_model(folder: str):
