@@ -10,7 +10,8 @@ of warm-up, 6 epochs of batch 64, 2 local crops); its old defaults (temp 0.02, m
 
 Budget: the 3 SimCLR epochs took ~80 s on one thread of this 2-core CPU while it was shared (load ~5);
 the 6 DINO epochs took ~175 s at load ~2 (test call 183 s, the whole file 4 min 8 s at load ~2); the
-file took 18 min when the machine ran at load ~15 (before DINO was added)."""
+file took 18 min when the machine ran at load ~15 (before DINO was added). The DINO test now runs 4 epochs
+(44 s of training CPU on the AVX-512 host, 3 epochs 35 s: ~62 s extrapolated for 6)."""
 from __future__ import annotations
 
 import json
@@ -72,9 +73,11 @@ def test_simclr_frozen_features(mnist):
 
 @pytest.mark.slow
 def test_dino_frozen_features(mnist):
-    """train_dino's default recipe: teacher temp 0.02 -> 0.04 over epoch 1, EMA 0.99 -> 1, lr 2e-3, 6 epochs."""
+    """train_dino's default recipe (teacher temp 0.02 -> 0.04 over epoch 1, EMA 0.99 -> 1, lr 2e-3) for 4 of its 6
+    epochs: measured (seed 0) 96.85% linear probe / 95.45% k-NN; 6 epochs (the README row) 97.65% / 95.25%;
+    3 epochs 94.85% / 93.45%, which fails the 95% bar, as the untrained encoder (89.9% / 92.85%) does."""
     x_tr, y_tr, x_te, y_te = mnist
-    cfg = TrainConfig(epochs=6, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_steps=125, drop_last=True,
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_steps=125, drop_last=True,
                       restore_best=False, progress=False, seed=0)
     encoder, history = train_dino(x_tr, cfg, SSLEncoderConfig(width=32), out_dim=256, teacher_temp=0.04,
                                   momentum=0.99, warmup_teacher_temp=0.02, teacher_temp_warmup_epochs=1)
