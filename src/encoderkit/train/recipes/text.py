@@ -134,7 +134,8 @@ class MLMTrainable(nn.Module):
         ids, att = batch
         corrupted, labels = self.masker(ids, att, generator)
         logits, targets = self.mlm.masked_logits(corrupted, att, labels)
-        acc = float((logits.argmax(-1) == targets).float().mean()) if len(targets) else float("nan")
+        # max(-1).indices = argmax(-1) (first maximum on ties) at half the cost over a 30k vocabulary on CPU
+        acc = float((logits.detach().max(-1).indices == targets).float().mean()) if len(targets) else float("nan")
         return F.cross_entropy(logits, targets), {"mlm_accuracy": acc}
 
 
@@ -347,10 +348,30 @@ def _collate_pairs(batch):
     return [q for q, _ in batch], [d for _, d in batch]
 
 
-def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temperature: float = 0.05) -> list[dict[str, Any]]:
+def _set_attention_dropout(model: nn.Module, p: float | None) -> dict[nn.Module, float]:
+    """Set the attention-probability dropout of every self-attention block of `model` to p (None: leave it);
+    returns {module: previous value} for restoring."""
+    from encoderkit.nn.attention import MultiHeadSelfAttention
+
+    if p is None:
+        return {}
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention_dropout must be in [0, 1), got {p}")
+    old = {m: m.dropout for m in model.modules() if isinstance(m, MultiHeadSelfAttention)}
+    for m in old:
+        m.dropout = p
+    return old
+
+
+def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temperature: float = 0.05,
+                      attention_dropout: float | None = 0.0) -> list[dict[str, Any]]:
     """Fine-tune a loaded text Encoder in place on (query, positive document) pairs with in-batch negatives
     (multiple-negatives ranking, scale = 1 / temperature); returns the Trainer's history. The encoder is left
-    in eval mode, ready to encode or `save`."""
+    in eval mode, ready to encode or `save`. attention_dropout: dropout on the attention probabilities while
+    training; 0 (default) lets scaled_dot_product_attention run its fused (flash) kernel instead of materializing
+    and masking every (T, T) probability matrix, which makes a step about 1.6x faster on a CPU at 256 tokens for the
+    same retrieval gain (tests/test_finetune_scifact.py); None keeps the checkpoint's own (0.1 for BERT). Hidden
+    dropout stays as the checkpoint says; the saved config is unchanged."""
     from encoderkit.train.trainer import Trainer, TrainConfig
 
     if not pairs:
@@ -364,9 +385,12 @@ def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temper
     model = ContrastiveTrainable(encoder, temperature)
     loader = torch.utils.data.DataLoader(_Pairs(pairs), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=_collate_pairs)
+    saved = _set_attention_dropout(encoder.model, attention_dropout)
     try:
         history = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
     finally:
+        for m, p in saved.items():
+            m.dropout = p
         encoder.model.eval()
         encoder.head.eval()
     return history
@@ -418,6 +442,9 @@ def _contrastive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="BEIR qrels split giving the pairs")
     p.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature (scale = 1 / T)")
     p.add_argument("--max-length", type=int, default=256, help="token limit while training")
+    p.add_argument("--attention-dropout", type=float, default=0.0,
+                   help="dropout on attention probabilities while training (default 0: the fused attention kernel, "
+                        "a faster step; -1 keeps the checkpoint's own, e.g. 0.1)")
 
 
 def _contrastive_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -432,7 +459,8 @@ def _contrastive_run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
     cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
     t0 = time.perf_counter()
-    history = train_contrastive(enc, pairs, cfg, args.temperature)
+    history = train_contrastive(enc, pairs, cfg, args.temperature,
+                                attention_dropout=None if args.attention_dropout < 0 else args.attention_dropout)
     enc.save(args.out)
     return {"recipe": "contrastive", "out": str(args.out), "pairs": len(pairs), "epochs": len(history),
             "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1)}
