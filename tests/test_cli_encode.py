@@ -1,20 +1,40 @@
-"""The `encoderkit encode`, `info` and `demo` commands, run as a user would (subprocess, --json)."""
+"""The `encoderkit encode`, `info` and `demo` commands with --json: the entry point as a user runs it (a
+subprocess: exit code, stdout, stderr) for the first encode, the error messages and the demo; the other
+model-loading commands in-process through the same `main` (each subprocess re-imports torch and reloads the model,
+about 3 s of CPU, which those claims do not need)."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import encoderkit
+from encoderkit.cli import main
 
 CLI = [sys.executable, "-m", "encoderkit.cli"]
 
 
 def run(*args, input=None):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, input=input, timeout=600)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """cli(*args, input=None): `main(args)` in this process, with the (returncode, stdout, stderr) of `run`."""
+
+    def call(*args, input=None):
+        if input is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(input))
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return call
 
 
 @pytest.fixture(scope="module")
@@ -33,33 +53,33 @@ def test_encode_txt_npy_matches_python_api(tmp_path, enc):
     assert np.abs(v - enc.encode(["first line", "second line", "third"])).max() <= 1e-5
 
 
-def test_encode_compute_int8(tmp_path, enc):
+def test_encode_compute_int8(tmp_path, enc, cli):
     src = tmp_path / "in.txt"
     texts = ["a cat sat on the mat", "protein folding in yeast cells", "the stock market fell sharply today"]
     src.write_text("\n".join(texts) + "\n")
-    out = run("encode", str(src), "-o", str(tmp_path / "v.npy"), "--compute", "int8", "--json")
+    out = cli("encode", str(src), "-o", str(tmp_path / "v.npy"), "--compute", "int8", "--json")
     assert out.returncode == 0, out.stderr
     v, ref = np.load(tmp_path / "v.npy"), enc.encode(texts)
     cos = (v * ref).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1))
     assert 0.9 < cos.min() and cos.max() < 0.9999999  # close to fp32, but really computed in int8
-    bad = run("encode", str(src), "-o", str(tmp_path / "w.parquet"), "--engine", "ray", "--compute", "int8")
+    bad = cli("encode", str(src), "-o", str(tmp_path / "w.parquet"), "--engine", "ray", "--compute", "int8")
     assert bad.returncode != 0 and "--compute applies to the local engine" in bad.stderr
     assert not (tmp_path / "w.parquet").exists()
 
 
-def test_encode_jsonl_csv_stdin_and_jsonl_output(tmp_path, enc):
+def test_encode_jsonl_csv_stdin_and_jsonl_output(tmp_path, enc, cli):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "body": "alpha"}\n{"id": "b", "body": "beta"}\n')
-    out = run("encode", str(tmp_path / "in.jsonl"), "--field", "body", "-o", str(tmp_path / "v.jsonl"), "--json")
+    out = cli("encode", str(tmp_path / "in.jsonl"), "--field", "body", "-o", str(tmp_path / "v.jsonl"), "--json")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b"]
     assert np.abs(np.array(rows[1]["embedding"]) - enc.encode("beta")).max() <= 1e-5
     (tmp_path / "in.csv").write_text('id,title\n1,"one, with comma"\n2,two\n')
-    out = run("encode", str(tmp_path / "in.csv"), "--column", "title", "-o", str(tmp_path / "c.npy"),
+    out = cli("encode", str(tmp_path / "in.csv"), "--column", "title", "-o", str(tmp_path / "c.npy"),
               "--dimensions", "32", "--json")
     assert out.returncode == 0, out.stderr
     assert np.load(tmp_path / "c.npy").shape == (2, 32)
-    out = run("encode", "-", "-o", str(tmp_path / "s.npy"), "--precision", "ubinary", input="from stdin\n")
+    out = cli("encode", "-", "-o", str(tmp_path / "s.npy"), "--precision", "ubinary", input="from stdin\n")
     assert out.returncode == 0, out.stderr
     assert np.load(tmp_path / "s.npy").shape == (1, 48)
     assert "texts/s" in out.stderr  # throughput printed at the end
@@ -80,8 +100,8 @@ def test_encode_bad_input_messages(tmp_path):
     assert out.returncode == 2 and "UTF-8" in out.stderr
 
 
-def test_info_json():
-    out = run("info", "all-MiniLM-L6-v2", "--json")
+def test_info_json(cli):
+    out = cli("info", "all-MiniLM-L6-v2", "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["family"] == "bert" and info["layers"] == 6 and info["hidden_size"] == 384
@@ -106,3 +126,30 @@ def test_demo_answers_questions_from_stdlib_docstrings(tmp_path):
     hits = {r["question"]: [h["id"] for h in r["hits"]] for r in res["questions"]}
     assert any(h.startswith(("argparse", "getopt", "optparse")) for h in hits["parse command line options and arguments"])
     assert any(h.startswith(("base64", "binascii")) for h in hits["decode a base64 string"])
+
+
+def test_demo_reopens_a_current_collection_without_parsing_the_stdlib(tmp_path, monkeypatch, cli):
+    """The demo stores the stdlib's fingerprint (file names, sizes, times) with its collection: a later run whose
+    fingerprint and count match reuses the collection without parsing every stdlib file; a changed stdlib is
+    parsed again (and rebuilt only if the documents differ)."""
+    from encoderkit.datasets import stdlib
+    from store_fakes import FakeEncoder
+
+    docs = [stdlib.Doc(f"mod.f{i}", f"function number {i} decodes base64 strings and parses options", "function",
+                       "mod") for i in range(6)]
+    parsed = []
+    monkeypatch.setattr(encoderkit, "load", lambda name, **kw: FakeEncoder(name="fake"))
+    monkeypatch.setattr(stdlib, "stdlib_docstrings", lambda: parsed.append(1) or docs)
+    args = ("demo", "--json", "-k", "2", "--store", str(tmp_path), "-q", "decode base64")
+    first = json.loads(cli(*args).stdout)
+    assert first["built"] and first["documents"] == 6 and len(parsed) == 1
+    again = json.loads(cli(*args).stdout)
+    assert not again["built"] and again["documents"] == 6 and len(parsed) == 1  # not parsed again
+    assert [h["id"] for h in again["questions"][0]["hits"]] == [h["id"] for h in first["questions"][0]["hits"]]
+    monkeypatch.setattr(stdlib, "stdlib_fingerprint", lambda: "another-python")
+    changed = json.loads(cli(*args).stdout)
+    assert not changed["built"] and len(parsed) == 2  # parsed, same documents: nothing to rebuild
+    docs.append(stdlib.Doc("mod.g", "a new function that reads gzip compressed files", "function", "mod"))
+    monkeypatch.setattr(stdlib, "stdlib_fingerprint", lambda: "a-newer-python")
+    grown = json.loads(cli(*args).stdout)
+    assert grown["built"] and grown["documents"] == 7 and len(parsed) == 3

@@ -242,7 +242,10 @@ def test_sigterm_past_the_graceful_timeout_answers_503_json_and_leaves_nothing_p
     proc = _serve(tmp_path, port)
     try:
         assert httpx.post(url + "/collections", json={"name": "c"}, timeout=60).status_code == 201
-        texts = [("word %d " % i) * 80 for i in range(1500)]  # ~240 tokens each: a minute of forward passes here
+        # ~240 tokens each: 1,000 are most of a minute of forward passes here, and with the 800 documents they stay
+        # under the model's queue limit (2,048 inputs), so whichever request lands first, neither is refused as
+        # Overloaded (1,500 + 800 were, on a loaded machine, when the documents came first)
+        texts = [("word %d " % i) * 80 for i in range(1000)]
         posts = {"embed": ("/embed", {"inputs": texts}),
                  "documents": ("/collections/c/documents", {"documents": [{"id": f"d{i}", "text": t}
                                                                           for i, t in enumerate(texts[:800])]})}

@@ -393,3 +393,6 @@ def test_sts_b_training_from_minilm(loss):
                                                  restore_best=False, progress=False, seed=0))
     res = evaluate_sts(data_path("stsbenchmark", "sts-test.csv"), enc)
     assert abs(res["spearman"] - STS_MEASURED[loss]) <= 0.005, res
+    # and above the untrained model: the band alone (0.820-0.830) holds all-MiniLM-L6-v2 itself (0.82032 measured
+    # 2026-12-02 here), so a no-op objective passed it; the gain measured is +0.0047, the bar +0.002
+    assert res["spearman"] >= STS_BASE + 0.002, res

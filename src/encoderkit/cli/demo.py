@@ -38,7 +38,7 @@ def run_demo(args) -> int:
     import shutil
 
     import encoderkit
-    from encoderkit.datasets.stdlib import stdlib_docstrings
+    from encoderkit.datasets.stdlib import stdlib_docstrings, stdlib_fingerprint
     from encoderkit.store.collection import Collection, collection_path
 
     if args.k < 1:
@@ -51,8 +51,11 @@ def run_demo(args) -> int:
     t_load = time.perf_counter() - t0
     col = Collection.open(path, enc)
     built, t_build, n_new = False, 0.0, 0
-    docs = stdlib_docstrings()
-    if col.count() != len(docs):  # first run, or an interrupted one: upsert in batches (re-running is safe)
+    fingerprint = stdlib_fingerprint()
+    meta = col.store.meta()
+    current = meta.get("stdlib_fingerprint") == fingerprint and meta.get("stdlib_documents") == str(col.count())
+    docs = [] if current else stdlib_docstrings()  # a reopened, complete collection: no need to parse the stdlib
+    if not current and col.count() != len(docs):  # first run, or an interrupted one: upsert in batches (re-runnable)
         t0 = time.perf_counter()
         batch = 512
         for i in range(0, len(docs), batch):
@@ -66,6 +69,8 @@ def run_demo(args) -> int:
             print()
         col.flush()
         built, t_build = True, time.perf_counter() - t0
+    if not current:  # complete now: later runs trust the count while the stdlib files are unchanged
+        col.store.set_meta({"stdlib_fingerprint": fingerprint, "stdlib_documents": col.count()})
     results = []
     for q in args.question or QUESTIONS:
         t0 = time.perf_counter()

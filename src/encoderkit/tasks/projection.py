@@ -101,6 +101,36 @@ def fit_pca(X: np.ndarray) -> Projection:
     return Projection("pca", mean, comps, explained)
 
 
+_KERNELS_CACHED = False
+
+
+def cache_umap_kernels() -> None:
+    """Turn on numba's on-disk cache for umap-learn's compiled kernels (once per process). umap-learn caches only a
+    few of them, so every new process (each `encoderkit serve`, each `encoderkit map`) compiled the rest again
+    before its first map: ~9 s of CPU for 15 points. Cached, a later process loads them in 0.05 s, with the same
+    map. A kernel numba cannot cache (or an unwritable cache folder) stays compiled per process, as before."""
+    global _KERNELS_CACHED
+    if _KERNELS_CACHED:
+        return
+    _KERNELS_CACHED = True
+    try:
+        import umap.distances
+        import umap.layouts
+        import umap.spectral
+        import umap.umap_
+        import umap.utils
+        from numba.core.registry import CPUDispatcher
+    except Exception:  # noqa: BLE001 - another umap-learn / numba layout: nothing to tune
+        return
+    for mod in (umap.umap_, umap.layouts, umap.utils, umap.spectral, umap.distances):
+        for kernel in list(vars(mod).values()):
+            if isinstance(kernel, CPUDispatcher):
+                try:
+                    kernel.enable_caching()
+                except Exception:  # noqa: BLE001 - this kernel is compiled per process, as umap-learn has it
+                    log.debug("numba cannot cache %s", getattr(kernel, "__name__", kernel))
+
+
 def fit_umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> Projection:
     """UMAP (cosine metric) fitted on X; needs `pip install umap-learn`."""
     if not umap_available():
@@ -108,6 +138,7 @@ def fit_umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> Projection:
                            "(or use method='pca')")
     import umap
 
+    cache_umap_kernels()
     X = _as_matrix(X)
     if len(X) < 4:
         raise ValueError(f"UMAP needs at least 4 vectors, got {len(X)}; use method='pca'")
