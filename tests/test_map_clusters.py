@@ -156,3 +156,29 @@ def test_the_map_route_sends_clusters_and_the_pca_note(topic_collection, monkeyp
         assert c0["label"] == " · ".join(c0["keywords"][:3])
         r = httpx.get(srv.url + "/collections/topics/map", params={"method": "umap"}, timeout=60)
         assert r.status_code == 422 and "pip install umap-learn" in r.json()["error"]
+
+
+def test_a_map_of_many_dense_regions_is_not_cut_in_two():
+    """Two far-apart groups of four dense blobs each (320 points): HDBSCAN's excess-of-mass selection keeps only
+    the root split (2 clusters) here, as it did on a real 300-abstract SciFact map after a last-bit change in the
+    vectors; find_clusters then takes the hierarchy's leaf clusters, the blobs."""
+    import warnings
+
+    from sklearn.cluster import HDBSCAN
+
+    from encoderkit.tasks.clusters import find_clusters, min_cluster_size
+
+    rng = np.random.default_rng(0)
+    centers = [(g * 100 + dx * 1.2, dy * 1.2) for g in (0, 1) for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1))]
+    coords = np.concatenate([rng.normal(c, 0.3, (40, 2)) for c in centers])
+    size = min_cluster_size(len(coords))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        eom = HDBSCAN(min_cluster_size=size, min_samples=min(size, 10), copy=True).fit_predict(coords)
+    assert eom.max() + 1 == 2  # the case this guards against
+    labels = find_clusters(coords, coords, "umap")
+    assert labels.max() + 1 >= 8
+    blob = np.repeat(np.arange(8), 40)
+    for c in range(labels.max() + 1):  # every cluster lies (almost) inside one blob: the leaves do not merge them
+        assert np.bincount(blob[labels == c]).max() >= 0.8 * (labels == c).sum(), c
+    assert set(blob[labels >= 0]) == set(range(8))  # and every blob has a cluster

@@ -16,6 +16,7 @@ import numpy as np
 NOISE = -1  # HDBSCAN's label for a point in no cluster
 WORD = re.compile(r"[^\W\d_][^\W_]{2,}")  # a word of 3+ characters that starts with a letter
 MAX_CLUSTERS = 20  # more than this many colours cannot be told apart
+MIN_TOPICS = 3  # fewer clusters than this from HDBSCAN's default selection: try its leaf clusters
 
 
 @dataclass
@@ -45,6 +46,13 @@ def hdbscan_labels(coords: np.ndarray) -> np.ndarray:
     size = min_cluster_size(len(coords))
     while True:
         labels = HDBSCAN(min_cluster_size=size, min_samples=min(size, 10), copy=True).fit_predict(coords)
+        if labels.max() + 1 < MIN_TOPICS:
+            # excess-of-mass selection can keep just the root split of a map whose dense regions are many: a
+            # last-bit change in the vectors turned 13 clusters of 300 SciFact abstracts into 2. The leaves of the
+            # same hierarchy are those regions (14-15 on every seed tried), so take them instead
+            leaves = HDBSCAN(min_cluster_size=size, min_samples=min(size, 10), copy=True,
+                             cluster_selection_method="leaf").fit_predict(coords)
+            labels = leaves if leaves.max() > labels.max() else labels
         if labels.max() + 1 <= MAX_CLUSTERS:
             return labels
         size = int(size * 1.5) + 1
