@@ -170,11 +170,14 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         loss = self.loss(*by_column)  # (2) the loss on the whole batch and d loss / d embeddings
         grads = torch.autograd.grad(loss, leaves)
         out = loss.detach().requires_grad_()
+        # backward() usually runs outside the caller's autocast (a bf16 Trainer step): the replay re-enters it, so
+        # the re-embedded chunks are the bf16 forward of (1), not a slower fp32 one with other values
+        cast = dict(device_type="cpu", enabled=torch.is_autocast_enabled("cpu"), dtype=torch.get_autocast_dtype("cpu"))
 
         def replay(g_out: torch.Tensor) -> torch.Tensor:  # (3) at backward: re-embed and backprop chunk by chunk
             for (_, texts), state, g in zip(chunks, states, grads):
-                with torch.random.fork_rng(devices=[]), torch.enable_grad():  # backward runs with grad off
-                    torch.set_rng_state(state)  # the same dropout draws as in (1)
+                with torch.random.fork_rng(devices=[]), torch.enable_grad(), torch.autocast(**cast):
+                    torch.set_rng_state(state)  # the same dropout draws as in (1); grad is off in backward
                     e = self.embed(texts)
                 if e.requires_grad:
                     e.backward(g * g_out)
