@@ -23,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
     p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    p.add_argument("--dimensions", type=_dims, metavar="LIST",
+                   help="Matryoshka widths, e.g. 64,128,256,384: exact vector search on the first d dimensions of "
+                        "each vector (renormalized), one result per width from one encoding of the corpus")
+    p.add_argument("--compute", choices=COMPUTE, default="fp32",
+                   help="how the model computes: fp32 (default), the exact onnx / openvino / auto, or bf16 / int8")
     p.add_argument("--ignore-identical-ids", action="store_true",
                    help="drop a retrieved document whose id equals the query id (as MTEB does for ArguAna-style "
                         "sets, where each query is also a corpus document)")
@@ -44,6 +49,19 @@ def register(sub) -> None:
 
 
 MODES = ("vector", "keyword", "hybrid")
+COMPUTE = ("fp32", "bf16", "int8", "onnx", "openvino", "auto")
+
+
+def _dims(value: str) -> list[int]:
+    try:
+        dims = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        dims = []
+    if not dims or any(d < 1 for d in dims):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"--dimensions takes comma-separated positive integers, got {value!r}")
+    return dims
 
 
 def _modes(value: str) -> list[str]:
@@ -90,7 +108,23 @@ def cmd_beir(args) -> int:
     import encoderkit
     from encoderkit.evaluate.beir import evaluate_beir
 
-    enc = encoderkit.load(args.model)
+    if args.dimensions and (args.mode != ["vector"] or args.rerank or args.ignore_identical_ids):
+        raise ValueError("--dimensions evaluates exact vector search only: drop --mode / --rerank / "
+                         "--ignore-identical-ids, or --dimensions")
+    enc = encoderkit.load(args.model, compute=args.compute)
+    if args.dimensions:
+        from encoderkit.evaluate.beir import evaluate_beir_dimensions
+
+        results = evaluate_beir_dimensions(args.path, enc, args.dimensions, split=args.split,
+                                           batch_size=args.batch_size, progress=None if not args.json else False)
+        results = [{"model": enc.name, **r} for r in results]
+        if args.json:
+            emit_json({"model": enc.name, "dimensions": results})
+        else:
+            for r in results:
+                _print(r)
+                print()
+        return 0
     opts = {}
     if args.rerank:
         opts = {"rerank": args.rerank, "rerank_top": args.rerank_top}

@@ -152,3 +152,28 @@ def evaluate_beir(folder: str | Path, encoder: Any = None, *, mode: str = "vecto
                 "ignore_identical_ids": ignore_identical_ids,
                 "seconds": round(time.perf_counter() - t0, 1)})
     return out
+
+
+def evaluate_beir_dimensions(folder: str | Path, encoder: Any, dimensions: Iterable[int], *, split: str = "test",
+                             metrics: Iterable[str] = DEFAULT, k: int = 100, batch_size: int = 64,
+                             progress: bool | None = None) -> list[dict]:
+    """Exact vector search at several Matryoshka widths from ONE encoding of the corpus and queries: each width d
+    keeps the first d dimensions of the pooled vectors and renormalizes them (what encode(dimensions=d) returns).
+    One result dict per width, as evaluate_beir's, plus "dimensions"."""
+    dims = list(dimensions)
+    bad = [d for d in dims if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= encoder.dim]
+    if not dims or bad:
+        raise ValueError(f"dimensions must be integers in 1..{encoder.dim} (the model's width), got {dims}")
+    t0 = time.perf_counter()
+    data = load_beir(folder, split)
+    D = encoder.encode(data.doc_texts(), batch_size=batch_size, normalize=False, progress=progress)
+    Q = encoder.encode(list(data.queries.values()), batch_size=batch_size, normalize=False, progress=progress)
+    seconds = time.perf_counter() - t0
+    out = []
+    for d in dims:
+        Dd, Qd = (X[:, :d] / np.maximum(np.linalg.norm(X[:, :d], axis=1, keepdims=True), 1e-12) for X in (D, Q))
+        run = exact_run(np.ascontiguousarray(Dd), data.doc_ids(), np.ascontiguousarray(Qd), list(data.queries), k)
+        res = {m: round(v, 5) for m, v in evaluate(data.qrels, run, metrics).items()}
+        out.append({"dimensions": d, **res, "queries": len(run), "documents": len(data.corpus), "mode": "vector",
+                    "ignore_identical_ids": False, "seconds": round(seconds, 1)})
+    return out
