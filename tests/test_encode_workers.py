@@ -35,8 +35,20 @@ def dense_dir(tmp_path_factory):
     return tiny_family_folder("bert", tmp_path_factory.mktemp("workers"))
 
 
+_BEFORE: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before():
+    """The children this process had when the test began: a server or database another module of this xdist worker
+    started (session fixtures) is not the workers' to clean up."""
+    _BEFORE.clear()
+    _BEFORE.update(p.split(" ")[0] for p in _children_left())
+    yield
+
+
 def _children_left() -> list[str]:
-    """Processes (zombies included) whose parent is this one."""
+    """Processes (zombies included) whose parent is this one and that the test did not find there at its start."""
     me, found = str(os.getpid()), []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -45,7 +57,7 @@ def _children_left() -> list[str]:
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == me:
+            if fields[1] == me and pid not in _BEFORE:
                 found.append(f"{pid} ({fields[0]})")
     return found
 
