@@ -161,6 +161,7 @@ def test_index_add_of_random_files_adds_all_or_nothing(home, target, capsys, kin
 @example(query="w1", where=nested_where(40), k=5, mode="keyword", alpha=None)  # was a traceback (SQLite parser)
 @example(query="w1", where='{"n": NaN}', k=5, mode="hybrid", alpha=None)  # refused, as NaN is at ingest
 @example(query="w1", where="\x1e0", k=5, mode=None, alpha=None)  # the message quoted U+001E: two lines
+@example(query="--", where="a\nb", k=5, mode=None, alpha=None)  # argparse's error quoted the line break: two lines
 @given(query=TEXT, where=st.one_of(st.none(), WHERE), k=st.one_of(st.integers(-3, 2000), TEXT),
        mode=st.sampled_from([None, "vector", "keyword", "hybrid", "sparse"]), alpha=st.one_of(st.none(), NUMBERS))
 def test_search_with_random_filters_is_a_result_or_one_line(target, capsys, query, where, k, mode, alpha):

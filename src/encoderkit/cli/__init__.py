@@ -10,12 +10,12 @@ import sys
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors can quote any argument: a lone surrogate (from an undecodable byte in
-    argv) is written as an escape such as \\udcff instead of failing on a strict UTF-8 stream."""
+    """argparse's parser, whose usage errors can quote any argument: the message is written as one printable line
+    (a line break in a quoted argument stays one line; a lone surrogate from an undecodable byte in argv is written
+    as an escape such as \\udcff instead of failing on a strict UTF-8 stream)."""
 
-    def _print_message(self, message, file=None):
-        super()._print_message(message.encode("utf-8", "backslashreplace").decode("utf-8") if message else message,
-                               file)
+    def error(self, message: str):
+        super().error(one_line(message))
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
