@@ -181,7 +181,9 @@ def test_a_running_search_dims_the_old_results_with_a_spinner(open_page):
     assert pg.get_attribute("#results-view", "aria-busy") == "true"
     assert pg.is_visible("#results-summary .spinner") and "Searching" in pg.inner_text("#results-summary")
     assert card_ids(pg) == old  # still there, to read while waiting ...
-    assert float(pg.eval_on_selector("#results", "e => getComputedStyle(e).opacity")) < 0.6  # ... but dimmed
+    # ... but dimmed: a 0.15 s fade, so wait for it to end (a loaded machine was caught mid-fade at 0.68)
+    pg.wait_for_function("() => parseFloat(getComputedStyle(document.querySelector('#results')).opacity) < 0.6",
+                         timeout=5000)
     pg.screenshot(path=str(SHOTS / "web-searching.png"))
     held[0].continue_()
     pg.wait_for_function("() => !document.querySelector('#results-view').classList.contains('busy')")
