@@ -403,6 +403,50 @@ def test_recipe_cli_and_errors(tmp_path, capsys):
     assert "comma-separated" in capsys.readouterr().err
 
 
+def test_recipe_drops_attention_dropout_while_training_only(tmp_path, monkeypatch):
+    """As train_contrastive: attention_dropout=0 (the default) is what the attention blocks see during the
+    fine-tune, the checkpoint's 0.1 comes back afterwards, None keeps it throughout, a value outside [0, 1) is
+    refused; the CLI's --attention-dropout passes 0 by default and None for -1."""
+    import json
+
+    import encoderkit
+    from encoderkit.cli import main
+    from encoderkit.nn.attention import MultiHeadSelfAttention
+    from encoderkit.train.recipes import retrieval
+    from encoderkit.train.trainer import TrainConfig
+    from tiny_checkpoints import tiny_family_folder
+
+    folder = tiny_family_folder("bert", tmp_path)
+    enc = encoderkit.load(folder)
+    blocks = [m for m in enc.model.modules() if isinstance(m, MultiHeadSelfAttention)]
+    assert blocks and {m.dropout for m in blocks} == {0.1}
+    seen: list[float] = []
+    for m in blocks:
+        m.register_forward_pre_hook(lambda mod, args: seen.append(mod.dropout) if mod.training else None)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, restore_best=False, progress=False)
+    retrieval.train_retrieval(enc, _records(), "cached-mnrl", cfg, chunk_size=4)
+    assert seen and set(seen) == {0.0}
+    assert {m.dropout for m in blocks} == {0.1} and not enc.model.training
+    seen.clear()
+    retrieval.train_retrieval(enc, _records(), "mnrl", cfg, attention_dropout=None)
+    assert seen and set(seen) == {0.1}
+    with pytest.raises(ValueError, match="attention_dropout must be in"):
+        retrieval.train_retrieval(enc, _records(), "mnrl", cfg, attention_dropout=1.0)
+    assert {m.dropout for m in blocks} == {0.1}
+
+    passed: list = []
+    real = retrieval.train_retrieval
+    monkeypatch.setattr(retrieval, "train_retrieval",
+                        lambda *a, **kw: passed.append(kw["attention_dropout"]) or real(*a, **kw))
+    data = tmp_path / "r.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    for extra in ([], ["--attention-dropout", "-1"]):
+        assert main(["train", "retrieval", "--data", str(data), "--model", str(folder), "--out",
+                     str(tmp_path / f"out{len(extra)}"), "--batch-size", "8", "--no-progress", *extra]) == 0
+    assert passed == [0.0, None]
+    assert "attention_dropout=checkpoint's" in (tmp_path / "out2" / "README.md").read_text()
+
+
 # ------------------------------------------------------------------------------------ STS-B (real data, slow)
 STS_BASE = 0.8203  # all-MiniLM-L6-v2, STS-B test Spearman (MTEB; tests/test_sts.py)
 # 1,600 random train pairs, 1 epoch: CoSENT measured 0.82502 (Pearson 0.82519; 30 min of training at load ~12);

@@ -26,7 +26,7 @@ import torch
 
 from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
 from encoderkit.train.recipes._evaluation import add_eval_arguments, configure_evaluation
-from encoderkit.train.recipes.text import ContrastiveTrainable
+from encoderkit.train.recipes.text import ContrastiveTrainable, _set_attention_dropout
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "margin-mse", "kl", "cosent", "angle")
 _PAIR_LOSSES = ("cosent", "angle")
@@ -104,11 +104,14 @@ def check_records(records: list[dict], loss: str) -> None:
 
 
 def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=None, *, evaluator=None,
-                    report: dict | None = None, **loss_kw) -> list[dict[str, Any]]:
+                    report: dict | None = None, attention_dropout: float | None = 0.0,
+                    **loss_kw) -> list[dict[str, Any]]:
     """Fine-tune a loaded text Encoder in place on records (see the module docstring); returns the Trainer's
     history, the encoder left in eval mode, ready to encode or `save`. evaluator (encoderkit.evaluate.evaluators,
     called on the encoder) runs at each epoch end and every config.eval_steps steps; report receives the step
-    losses and the best evaluation."""
+    losses and the best evaluation. attention_dropout: dropout on the attention probabilities while training, as
+    in train_contrastive: 0 (default) runs the fused attention kernel, a faster step; None keeps the checkpoint's
+    own; the checkpoint's value comes back afterwards and the saved config is unchanged."""
     from encoderkit.train.recipes._evaluation import fit
     from encoderkit.train.trainer import TrainConfig
 
@@ -119,9 +122,12 @@ def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=Non
         raise ValueError(f"{len(records)} records give no full batch of {cfg.batch_size}; lower the batch size")
     loader = torch.utils.data.DataLoader(records, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=list)
+    saved = _set_attention_dropout(encoder.model, attention_dropout)
     try:
         return fit(model, loader, cfg, evaluator, encoder, report)
     finally:
+        for m, p in saved.items():
+            m.dropout = p
         encoder.model.eval()
         encoder.head.eval()
 
@@ -157,6 +163,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", help="gist: the guide encoder (default: the starting model)")
     p.add_argument("--num-negatives", type=int, help="hard negatives used per record (default: all)")
     p.add_argument("--max-length", type=int, default=256, help="token limit while training")
+    p.add_argument("--attention-dropout", type=float, default=0.0,
+                   help="dropout on attention probabilities while training (default 0: the fused attention kernel, "
+                        "a faster step; -1 keeps the checkpoint's own, e.g. 0.1)")
     add_eval_arguments(p, "dev set evaluated during training: a BEIR folder (IR metrics on --dev-split) for the "
                           "query losses, an STS Benchmark file or folder (Spearman) for cosent / angle")
 
@@ -191,7 +200,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                    num_negatives=args.num_negatives)
     t0 = time.perf_counter()
     report: dict = {}
-    history = train_retrieval(enc, records, args.loss, cfg, evaluator=evaluator, report=report, guide=guide, **loss_kw)
+    attention_dropout = None if args.attention_dropout < 0 else args.attention_dropout
+    history = train_retrieval(enc, records, args.loss, cfg, evaluator=evaluator, report=report, guide=guide,
+                              attention_dropout=attention_dropout, **loss_kw)
     seconds = round(time.perf_counter() - t0, 1)
     enc.save(args.out)
     return _summary(args, records, cfg, evaluator, history, report, loss_kw, seconds)
@@ -225,7 +236,9 @@ def _summary(args, records, cfg, evaluator, history, report, loss_kw, seconds) -
     if args.loss == "gist":
         params["guide"] = args.guide or args.model
     info = CardInfo("bi-encoder", args.model, {Path(args.data).name: len(records)}, args.loss,
-                    {**params, "max_length": args.max_length}, cfg, desc, report.get("best", {}), seconds)
+                    {**params, "max_length": args.max_length,
+                     "attention_dropout": "checkpoint's" if args.attention_dropout < 0 else args.attention_dropout},
+                    cfg, desc, report.get("best", {}), seconds)
     files = write_training_report(args.out, info, history, report.get("steps"))
     last = history[-1]
     out = {"recipe": "retrieval", "loss": args.loss, "out": str(args.out), "records": len(records),
