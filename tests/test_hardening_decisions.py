@@ -182,19 +182,30 @@ class Slow(store_fakes.FakeEncoder):
 
 encoderkit.load = lambda name, **kw: Slow(name="fake")
 from encoderkit.cli import main
-sys.exit(main(["index", "add", "c", {path!r}, "--batch-size", "50", "--json"]))
+sys.exit(main({args!r}))
 """
 
 
 @pytest.mark.slow  # ~10 s alone, 30 s on a busy machine: two processes importing torch
-def test_two_concurrent_ingests_of_one_file_report_what_each_wrote(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kind", ["sqlite", "pgvector"])
+def test_two_concurrent_ingests_of_one_file_report_what_each_wrote(kind, tmp_path, monkeypatch, capsys, request):
+    """Two `index add` processes of one file into one collection, at the same time, each embedding every batch:
+    every document is written once, by one of them, and each report says what that process wrote (the rest
+    `unchanged` or `duplicates`), on the embedded store and on PostgreSQL."""
     monkeypatch.setenv("ENCODERKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(encoderkit, "load", lambda n, **kw: FakeEncoder(name="fake"))
-    assert cli_main(["index", "create", "c", "--model", "fake"]) == 0
+    if kind == "sqlite":
+        name, store, where = "c", [], tmp_path / "home" / "collections" / "c"
+    else:
+        base = request.getfixturevalue("pg_url")
+        name = unique_name("ing")
+        store, where = ["--store", base], collection_url(base, name)
+    assert cli_main(["index", "create", name, "--model", "fake", *store]) == 0
     capsys.readouterr()
     data = tmp_path / "docs.jsonl"
     data.write_text("\n".join(json.dumps({"id": f"r{i}", "text": f"row {i} says {i * 7 % 13}"}) for i in range(600)))
-    code = SLOW_INGEST.format(tests=str(TESTS), path=str(data))
+    code = SLOW_INGEST.format(tests=str(TESTS), args=["index", "add", name, str(data), "--batch-size", "50", "--json",
+                                                       *store])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
@@ -206,9 +217,10 @@ def test_two_concurrent_ingests_of_one_file_report_what_each_wrote(tmp_path, mon
     assert sum(r["added"] for r in reports) == 600, reports  # each document written once, by one of them
     for r in reports:
         assert r["added"] + r["unchanged"] + r["duplicates"] == 600 and r["documents"] == 600
-    col = Collection.open(tmp_path / "home" / "collections" / "c", create=False)
+    col = Collection.open(where, create=False)
     try:
         assert col.count() == 600 and col.check()["ok"]
+        assert [h.text for h in col.get(["r0", "r599"])] == ["row 0 says 0", "row 599 says 7"]
     finally:
         col.close()
 

@@ -145,16 +145,21 @@ def restore_collection(src: str | Path, path: str | Path) -> dict:
 def pg_backup_steps(store: Any, dest: str) -> str:
     """How to back up and restore a PostgreSQL collection with pg_dump / pg_restore (its tables and its rows of
     encoderkit_meta); the database URL is left as $DATABASE_URL so no password is printed."""
+    from encoderkit.store.pg_store import META_COLUMNS, META_TABLE
+
     table, name = store.table_name, store.name
     tables = " ".join(f"--table={t}" for t in (table, f"{table}_sparse", f"{table}_tokens"))
     return (f"collection {name!r} lives in PostgreSQL ({store.where}); back it up with PostgreSQL's own tools "
             f"(set DATABASE_URL to that database's URL):\n"
             f"  mkdir -p {dest}\n"
             f"  pg_dump --dbname=\"$DATABASE_URL\" --format=custom {tables} --file={dest}/{table}.dump\n"
-            f"  psql \"$DATABASE_URL\" -c \"\\copy (SELECT * FROM encoderkit_meta WHERE collection = '{name}') "
+            f"  psql \"$DATABASE_URL\" -c \"\\copy (SELECT * FROM {META_TABLE} WHERE collection = '{name}') "
             f"TO '{dest}/{table}.meta.csv' CSV\"\n"
-            f"restore it (into a database with the vector extension, where the collection does not exist yet):\n"
-            f"  pg_restore --dbname=\"$DATABASE_URL\" {dest}/{table}.dump\n"
-            f"  psql \"$DATABASE_URL\" -c \"\\copy encoderkit_meta FROM '{dest}/{table}.meta.csv' CSV\"\n"
+            f"restore it (into a database where the collection does not exist yet; the first line needs a user "
+            f"allowed to create the vector extension, or the extension already there):\n"
+            f"  psql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -c \"CREATE EXTENSION IF NOT EXISTS vector\" "
+            f"-c \"CREATE TABLE IF NOT EXISTS {META_TABLE} {META_COLUMNS}\"\n"
+            f"  pg_restore --exit-on-error --dbname=\"$DATABASE_URL\" {dest}/{table}.dump\n"
+            f"  psql \"$DATABASE_URL\" -c \"\\copy {META_TABLE} FROM '{dest}/{table}.meta.csv' CSV\"\n"
             f"(pg_dump's snapshot is consistent while writers run; --table names that do not exist are skipped "
             f"with a warning)")

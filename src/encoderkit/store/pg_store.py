@@ -28,6 +28,7 @@ from encoderkit.store.where import compile_where_pg
 
 SCHEMA_VERSION = "pg1"
 META_TABLE = "encoderkit_meta"
+META_COLUMNS = "(collection text NOT NULL, key text NOT NULL, value text NOT NULL, PRIMARY KEY (collection, key))"
 FTS_CONFIG = "english"  # Snowball English stemmer and stop words (FTS5 side: porter, no stop words)
 RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length)
 MAX_INDEX_DIM = 2000    # pgvector indexes `vector` columns of at most 2,000 dimensions
@@ -200,8 +201,7 @@ class PgStore:
             self.pgvector = _ensure_pgvector(self.conn, self.where)
             with self.transaction():
                 self._lock("encoderkit_meta")
-                self.conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (collection text NOT NULL, key text NOT NULL, "
-                                          "value text NOT NULL, PRIMARY KEY (collection, key))")
+                self.conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} " + META_COLUMNS)
                                   .format(sql.Identifier(META_TABLE)))
         except BaseException:
             self.conn.close()
