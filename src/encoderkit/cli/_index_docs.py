@@ -18,7 +18,9 @@ def register_docs(isub, name_help: str, store_flag: Callable, wrap: Callable, op
     `wrap` is index.py's error wrapper (NAME as a collection URL, readable database errors)."""
     p = isub.add_parser("get", help="print documents by id (text and metadata)")
     p.add_argument("name", help=name_help)
-    p.add_argument("ids", nargs="+", metavar="ID", help="document ids (a chunk id is DOC#N)")
+    p.add_argument("ids", nargs="+", metavar="ID",
+                   help="document ids, as search prints them (a chunked document prints its chunks DOC#0, DOC#1, "
+                        "... in order; a chunk id is DOC#N)")
     store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=wrap(lambda args: cmd_get(args, opener)))
@@ -94,11 +96,11 @@ def _print_docs(docs: list[dict]) -> None:
 def cmd_get(args, opener) -> int:
     col = opener(args)
     try:
-        hits = col.get(args.ids)
+        found = [col.document_chunks(i) for i in args.ids]  # a chunked document's id: its chunks, in order
     finally:
         col.close()
-    missing = [i for i, h in zip(args.ids, hits) if h is None]
-    docs = [{"id": h.id, "text": h.text, "metadata": h.metadata} for h in hits if h is not None]
+    missing = [i for i, hits in zip(args.ids, found) if not hits]
+    docs = [{"id": h.id, "text": h.text, "metadata": h.metadata} for hits in found for h in hits]
     if args.json:
         emit_json(docs)
     else:
@@ -117,6 +119,7 @@ def cmd_peek(args, opener) -> int:
     try:
         docs = list(iter_documents(col, where, args.limit))
         total = col.count(where)
+        noun = _rows_noun(col)
     finally:
         col.close()
     if args.json:
@@ -127,12 +130,33 @@ def cmd_peek(args, opener) -> int:
               + ("" if where else f"; add some with `encoderkit index add {args.name} FILE_OR_FOLDER`"))
         return 0
     _print_docs(docs)
-    print(f"({len(docs)} of {total:,} documents)", file=sys.stderr)
+    print(f"({len(docs)} of {total:,} {noun})", file=sys.stderr)
     return 0
 
 
+def _rows_noun(col: Any) -> str:
+    """What a stored row is called in messages: a chunked collection's rows are chunks, not documents."""
+    return "chunks" if col.has_chunks() else "documents"
+
+
+def _export_format(args) -> str:
+    """The export format: --format, else the --output extension (.jsonl / .json / .parquet; - is jsonl). Any other
+    extension is refused before the collection is read (a .csv must not silently hold JSON lines)."""
+    if args.format:
+        return args.format
+    if args.output == "-":
+        return "jsonl"
+    suffix = Path(args.output).suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    raise ValueError(f"--output {args.output!r}: export writes .jsonl or .parquet (got {suffix or 'no extension'}); "
+                     "give one of those or --format jsonl|parquet")
+
+
 def cmd_export(args, opener) -> int:
-    fmt = args.format or ("parquet" if args.output.lower().endswith(".parquet") else "jsonl")
+    fmt = _export_format(args)
     if fmt == "parquet" and args.output == "-":
         raise ValueError("parquet cannot go to stdout; give --output FILE.parquet or --format jsonl")
     if fmt == "parquet":
@@ -144,6 +168,7 @@ def cmd_export(args, opener) -> int:
     col = opener(args)
     n = 0
     try:
+        noun = _rows_noun(col)
         docs = iter_documents(col, where, vectors=args.vectors)
         if fmt == "jsonl":
             n = _write_jsonl(args.output, docs)
@@ -155,7 +180,7 @@ def cmd_export(args, opener) -> int:
     if args.json:
         emit_json(out)
     else:
-        print(f"exported {n:,} documents of {args.name} -> {args.output} ({fmt})", file=sys.stderr)
+        print(f"exported {n:,} {noun} of {args.name} -> {args.output} ({fmt})", file=sys.stderr)
     return 0
 
 

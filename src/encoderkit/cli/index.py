@@ -316,8 +316,9 @@ def cmd_add(args) -> int:
     if args.json:
         emit_json(out)
     else:
-        print(f"{args.name}: {report.added} added, {report.unchanged} unchanged, {report.duplicates} duplicates "
-              f"skipped, {report.chunked} documents chunked, from {report.files} files; {total:,} documents "
+        files = f"{report.files:,} file" + ("" if report.files == 1 else "s")
+        print(f"{args.name}: {report.added:,} added, {report.unchanged:,} unchanged, {report.duplicates:,} duplicates "
+              f"skipped, {report.chunked:,} documents chunked, from {files}; {total:,} documents "
               f"({chunks:,} chunks) in total")
         for p, why in report.errors:
             print(f"  skipped {p}: {why}", file=sys.stderr)
@@ -336,8 +337,9 @@ def cmd_info(args) -> int:
     if args.json:
         emit_json(info)
     else:
-        for key in ("path", "model", "dim", "metric", "index", "documents", "chunks", "bytes"):
-            print(f"{key:10s} {info[key]}")
+        for key in ("path", "model", "dim", "metric", "index", "documents", "chunks"):
+            print(f"{key:10s} {info[key]:,}" if isinstance(info[key], int) else f"{key:10s} {info[key]}")
+        print(f"{'size':10s} {human_bytes(info['bytes'])}")
         if args.check:
             c = info["check"]
             print(f"{'check':10s} {'ok' if c['ok'] else 'FAILED'}")
@@ -457,7 +459,7 @@ def _print_list(args, rows: list[dict], root) -> None:
             if "broken" in r:
                 print(f"{r['name']:24s} {'-':>8s} {'-':>8s}  {'BROKEN':10s} {r['broken']}")
             else:
-                print(f"{r['name']:24s} {r['documents']:>8d} {r['chunks']:>8d}  {r['index']:10s} {r['model']}")
+                print(f"{r['name']:24s} {r['documents']:>8,d} {r['chunks']:>8,d}  {r['index']:10s} {r['model']}")
 
 
 @_database_errors
@@ -518,3 +520,13 @@ def cmd_dedup(args) -> int:
         print(f"  [{g['size']}] min cosine {g['min_cosine']:.3f}: {', '.join(g['ids'][:8])}"
               + (" ..." if g["size"] > 8 else ""))
     return 0
+
+
+def human_bytes(n: int) -> str:
+    """A size as people read it: 13.2 MiB, 840 KiB, 512 bytes."""
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size):,} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

@@ -87,6 +87,18 @@ class DocumentsMixin:
             return [int(row[3])]
         return [int(r) for r in self.store.filter_rids({"parent": doc_id})]
 
+    def document_chunks(self, doc_id: str) -> list[Hit]:
+        """The stored rows of a document in order: [the row] when `doc_id` is a stored id, else its chunks
+        (`doc_id#0`, `doc_id#1`, ...) by chunk number; [] when there is no such document."""
+        import json
+
+        rows = self.store.rows_by_rids(self.document_rids(doc_id))
+        hits = [Hit(r[0], r[1], json.loads(r[2]) if isinstance(r[2], str) else r[2]) for r in rows.values()]
+        if any(h.id == doc_id for h in hits):
+            return [h for h in hits if h.id == doc_id]
+        hits = [h for h in hits if document_id(h) == doc_id]  # chunks (a user's own "parent" field is not one)
+        return sorted(hits, key=lambda h: int(h.metadata["chunk"]))
+
     def document_vector(self, doc_id: str) -> np.ndarray | None:
         """The vector of a document (the normalized mean of its chunks' vectors); None when there is no such id."""
         rids = self.document_rids(doc_id)
