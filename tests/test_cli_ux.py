@@ -19,6 +19,7 @@ import pytest
 
 import encoderkit
 from encoderkit.cli import build_parser, main
+from pg_server import pg_url  # noqa: F401  (the session's PostgreSQL, for map --store URL)
 from store_fakes import FakeEncoder
 
 CLI = [sys.executable, "-m", "encoderkit.cli"]
@@ -115,6 +116,61 @@ def test_every_option_and_positional_has_help_text():
     missing = [f"{cmd} {'/'.join(a.option_strings) or a.dest}" for cmd, a in _options(build_parser(), ["encoderkit"])
                if not a.help]
     assert not missing, "options without help text:\n" + "\n".join(missing)
+
+
+def test_one_spelling_per_flag_with_the_old_ones_hidden(tmp_path):
+    """The text's field is --text-field, the file written -o/--output and the number of results -k in every command
+    (train's recipes, whose --out is a run folder, aside); the old spellings still parse but are not shown."""
+    visible = {}
+    for cmd, a in _options(build_parser(), ["encoderkit"]):
+        if not cmd.startswith("encoderkit train") and a.help != argparse.SUPPRESS:
+            for flag in a.option_strings:
+                visible.setdefault(flag, []).append(cmd)
+    for old in ("--out", "--field", "--column", "--top-k"):
+        assert old not in visible, f"{old} is still shown by {visible[old]}"
+    assert {"encoderkit encode", "encoderkit index add"} <= set(visible["--text-field"])
+    assert {"encoderkit encode", "encoderkit mine", "encoderkit map", "encoderkit index export"} <= \
+        set(visible["--output"]) and "encoderkit reconstruct" in visible["--output"]
+    stores = {cmd: a.metavar for cmd, a in _options(build_parser(), ["encoderkit"]) if "--store" in a.option_strings}
+    assert stores["encoderkit map"] == "DIR|URL" and stores["encoderkit serve"] == "DIR|URL"
+    p = build_parser()
+    for argv, dest, want in [
+        (["encode", "x.jsonl", "-o", "v.npy", "--field", "body"], "text_field", "body"),
+        (["encode", "x.csv", "-o", "v.npy", "--column", "title"], "text_field", "title"),
+        (["encode", "x.csv", "-o", "v.npy"], "text_field", "text"),
+        (["mine", "c", "--pairs", "p.jsonl", "--out", "n.jsonl"], "out", "n.jsonl"),
+        (["mine", "c", "--pairs", "p.jsonl", "-o", "n.jsonl"], "out", "n.jsonl"),
+        (["classify", "a.png", "-m", "m", "--labels", "a,b", "--top-k", "2"], "top_k", 2),
+        (["classify", "a.png", "-m", "m", "--labels", "a,b"], "top_k", 1),
+        (["reconstruct", "run", "x.npy", "--out", "r.npy"], "out", "r.npy"),
+        (["reconstruct", "run", "x.npy", "-o", "r.npy"], "out", "r.npy"),
+    ]:
+        assert getattr(p.parse_args(argv), dest) == want, argv
+    for cmd, old in (("encode", "--field"), ("mine", "--out"), ("classify", "--top-k")):
+        out = subprocess.run([*CLI, cmd, "--help"], capture_output=True, text=True, timeout=60).stdout
+        assert out and not re.search(re.escape(old) + r"(?![\w-])", out), (cmd, old)
+
+
+def test_map_reads_a_collection_in_postgresql(tmp_path, monkeypatch, capsys, request):
+    """`map --store postgresql://...` as every `index` command takes it (it took a folder only)."""
+    pg_url = request.getfixturevalue("pg_url")
+    from pg_server import unique_name
+
+    monkeypatch.setattr(encoderkit, "load", lambda name, **kw: FakeEncoder(name="fake"))
+    docs = tmp_path / "d.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"d{i}", "text": f"{w} note {i}", "kind": w}) + "\n"
+                            for i, w in enumerate(["river", "mountain", "city"] * 8)), encoding="utf-8")
+    name = unique_name()
+    code, _, err = run(capsys, "index", "add", name, str(docs), "--model", "fake", "--store", pg_url)
+    assert code == 0, err
+    out = tmp_path / "m.png"
+    code, out_text, err = run(capsys, "map", name, "--store", pg_url, "-o", str(out), "--method", "pca",
+                              "--color", "kind", "--json")
+    assert code == 0, err
+    report = json.loads(out_text)
+    assert report["points"] == 24 and report["collection"] == name and out.stat().st_size > 10_000
+    code, _, err = run(capsys, "map", "nope_" + name, "--store", pg_url, "-o", str(out))
+    assert code == 2 and "no collection" in err
 
 
 def test_train_recipes_are_still_built_when_train_runs(capsys):

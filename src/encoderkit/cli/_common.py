@@ -13,6 +13,14 @@ def builds(command: str) -> bool:
     return INVOKED is None or INVOKED == command
 
 
+def hidden_alias(parser, *flags: str, dest: str, **kw) -> None:
+    """Old spellings of a flag (one spelling per flag across commands, issue 17): still accepted, never shown in
+    --help. The visible flag sets the default; the alias only stores what it is given."""
+    import argparse
+
+    parser.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+
+
 def add_json_flag(parser) -> None:
     """Every command that prints results takes --json."""
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")

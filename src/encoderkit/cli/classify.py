@@ -1,7 +1,7 @@
 """`encoderkit classify`: zero-shot classification of images (CLIP / SigLIP models) or texts (text encoders)."""
 from __future__ import annotations
 
-from encoderkit.cli._common import add_json_flag, emit_json
+from encoderkit.cli._common import add_json_flag, emit_json, hidden_alias
 
 
 def register(sub) -> None:
@@ -10,7 +10,8 @@ def register(sub) -> None:
     p.add_argument("-m", "--model", required=True, help="model folder or name (CLIP / SigLIP, or any text encoder)")
     p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "a photo of a cat,a photo of a dog"')
     p.add_argument("--template", default="{}", help="label template, e.g. 'a photo of a {}' (default: the label itself)")
-    p.add_argument("--top-k", type=int, default=1, help="show the k best labels per input (default 1)")
+    p.add_argument("-k", dest="top_k", type=int, default=1, metavar="K", help="show the k best labels per input (default 1)")
+    hidden_alias(p, "--top-k", dest="top_k", type=int)  # the spelling before issue 17
     p.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass (default 32)")
     add_json_flag(p)
     p.set_defaults(func=run_classify)
@@ -23,7 +24,7 @@ def run_classify(args) -> int:
     if len(labels) < 2:
         raise ValueError(f"--labels needs at least two comma-separated labels, got {args.labels!r}")
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+        raise ValueError(f"-k must be at least 1, got {args.top_k}")
     clf = ZeroShotClassifier.from_pretrained(args.model, template=args.template)
     res = clf(args.inputs, labels, batch_size=args.batch_size)
     top = res.top(min(args.top_k, len(labels)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from encoderkit.cli._common import add_json_flag, emit_json
+from encoderkit.cli._common import add_json_flag, emit_json, hidden_alias
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--actors", type=int, default=2, help="Ray actors, each loads the model once (default 2)")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. ray://head:10001 (default: local)")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
-    p.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
-    p.add_argument("--column", default="text", help="CSV column holding the text (default: text)")
+    p.add_argument("--text-field", default="text", metavar="FIELD",
+                   help="JSONL key / CSV column holding the text (default: text), as for `index add`")
+    hidden_alias(p, "--field", "--column", dest="text_field")  # the spellings before issue 17
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--precision", default="float32",
                    choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"],
@@ -41,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--title-field", metavar="FIELD", help="embed this JSONL/CSV field before the text: the same as "
                                                            "--template '{FIELD} {text}'")
     p.add_argument("--template", metavar="TEXT", help="what is embedded, from each record's fields, e.g. "
-                                                      "'{title} {text}' ({text} is the --field / --column)")
+                                                      "'{title} {text}' ({text} is the --text-field)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     add_json_flag(p)
     p.set_defaults(func=run_encode)
@@ -69,7 +70,7 @@ def run_encode(args) -> int:
             raise ValueError("--compute applies to the local engine; the Ray engine encodes in fp32")
         from encoderkit.distributed.ray_encode import ray_encode
 
-        summary = ray_encode(args.model, args.input, args.output, field=args.field, column=args.column,
+        summary = ray_encode(args.model, args.input, args.output, field=args.text_field, column=args.text_field,
                              actors=args.actors, encode_batch_size=args.batch_size, normalize=args.normalize,
                              address=args.ray_address)
         if args.json:
@@ -80,7 +81,7 @@ def run_encode(args) -> int:
         return 0
     if len(args.input) != 1:
         raise ValueError("the local engine takes one input file (use --engine ray for several)")
-    records = read_inputs(args.input[0], field=args.field, column=args.column, template=template)
+    records = read_inputs(args.input[0], field=args.text_field, column=args.text_field, template=template)
     enc = encoderkit.load(args.model, compute=args.compute)
     if args.dimensions is not None and not 0 < args.dimensions <= enc.dim:
         raise ValueError(f"--dimensions must be between 1 and {enc.dim} for {enc.name}, got {args.dimensions}")

@@ -10,9 +10,12 @@ from encoderkit.cli._common import add_json_flag, emit_json
 def register(sub) -> None:
     p = sub.add_parser("map", help="draw a collection's embedding space as a PNG: UMAP (PCA without umap-learn), "
                                    "clusters coloured and labelled by their keywords")
-    p.add_argument("name", help="collection name (under --store or ~/.encoderkit/collections) or its folder")
+    p.add_argument("name", help="collection name (under --store or $ENCODERKIT_HOME/collections), its folder, or a "
+                                "postgresql://...?collection=NAME URL")
     p.add_argument("-o", "--output", default="map.png", help="PNG to write (default map.png)")
-    p.add_argument("--store", default=None, metavar="DIR", help="folder holding the collections")
+    p.add_argument("--store", default=None, metavar="DIR|URL",
+                   help="folder holding the collections (default $ENCODERKIT_HOME/collections), or a PostgreSQL "
+                        "database: postgresql://user@host:port/db, as for `encoderkit index`")
     p.add_argument("--method", default="auto", choices=["auto", "umap", "pca"],
                    help="projection: auto (default: umap when umap-learn is installed, else pca), umap, pca")
     p.add_argument("--color", default=None, metavar="FIELD",
@@ -25,24 +28,36 @@ def register(sub) -> None:
     p.add_argument("--labels", action="store_true", help="write each point's id next to it (small collections)")
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
     add_json_flag(p)
-    p.set_defaults(func=run_map)
+    p.set_defaults(func=_run_map)
+
+
+def _run_map(args) -> int:
+    from encoderkit.cli.index import _database_errors
+
+    return _database_errors(run_map)(args)  # NAME may be a collection URL; database errors as one line
 
 
 def run_map(args) -> int:
     from pathlib import Path
 
-    from encoderkit.store.collection import DB_NAME, Collection, collection_path
+    from encoderkit.cli.index import _open, _pg
     from encoderkit.tasks.projection import map_collection
 
     if args.limit <= 0 or args.k <= 0:
         raise ValueError("--limit and -k must be positive")
-    path = collection_path(args.name, args.store)
-    if not (path / DB_NAME).is_file():
-        raise FileNotFoundError(f"no collection at {path}; check the name (and --store), or create it first")
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--output must end in .png, got {out.name!r}")
-    with Collection.open(path, create=False) as coll:
+    if _pg(args) is None:
+        from encoderkit.store.collection import DB_NAME, collection_path
+
+        path = collection_path(args.name, args.store)
+        if not (path / DB_NAME).is_file():
+            raise FileNotFoundError(f"no collection at {path}; check the name (and --store), or create it first")
+        title = path.name
+    else:
+        title = args.name
+    with _open(args) as coll:
         cmap = map_collection(coll, limit=args.limit, method=args.method, clusters=not args.no_clusters)
         query_xy, hit_ids = None, []
         if args.query is not None:
@@ -58,8 +73,8 @@ def run_map(args) -> int:
                          f"fields here: {', '.join(known) or 'none'} (or leave out --color to colour by cluster)")
     out.parent.mkdir(parents=True, exist_ok=True)
     legend = draw_map(cmap, out, color=args.color, query=args.query, query_xy=query_xy, hit_ids=hit_ids,
-                      labels=args.labels, dpi=args.dpi, title=path.name)
-    report = {"output": str(out), "collection": path.name, "method": cmap.projection.method,
+                      labels=args.labels, dpi=args.dpi, title=title)
+    report = {"output": str(out), "collection": title, "method": cmap.projection.method,
               "points": len(cmap.ids), "documents": cmap.total,
               "explained_variance": cmap.projection.explained_variance, "color": args.color, "legend": legend,
               "clusters": [c.to_dict() for c in cmap.topics], "note": cmap.note, "seconds": round(cmap.seconds, 2),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
-from encoderkit.cli._common import add_json_flag, emit_json
+from encoderkit.cli._common import add_json_flag, emit_json, hidden_alias
 
 
 def register(sub) -> None:
@@ -13,7 +13,8 @@ def register(sub) -> None:
     p.add_argument("collection", help="collection NAME (see `encoderkit index`) or its folder")
     p.add_argument("--pairs", required=True,
                    help="a BEIR folder (qrels/SPLIT.tsv), a .jsonl of {query, positive} or a query<TAB>positive .tsv")
-    p.add_argument("--out", required=True, help="JSONL file to write")
+    p.add_argument("-o", "--output", dest="out", default=None, metavar="FILE", help="JSONL file to write (required)")
+    hidden_alias(p, "--out", dest="out")  # the spelling before issue 17
     p.add_argument("--split", default="train", help="BEIR qrels split (default train)")
     p.add_argument("--store", metavar="DIR", help="directory holding collections (default $ENCODERKIT_HOME/collections)")
     p.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector",
@@ -46,8 +47,10 @@ def run_mine(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    if not args.out:
+        raise ValueError("give -o/--output, the JSONL file to write")
     if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory; give a .jsonl file path")
+        raise ValueError(f"--output {args.out} is a directory; give a .jsonl file path")
     pairs = read_pairs_file(args.pairs, args.split)
     if args.limit:
         pairs = pairs[: args.limit]

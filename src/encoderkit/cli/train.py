@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from encoderkit.cli._common import add_json_flag, builds, emit_json
+from encoderkit.cli._common import add_json_flag, builds, emit_json, hidden_alias
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     r = subparsers.add_parser("reconstruct", help="reconstruct inputs with a trained autoencoder run")
     r.add_argument("run", help="run folder written by `encoderkit train`")
     r.add_argument("input", help="inputs: .npy / .npz / .pt / IDX file / MNIST folder")
-    r.add_argument("--out", help="write the reconstructions here (.npy)")
+    r.add_argument("-o", "--output", dest="out", metavar="FILE", help="write the reconstructions here (.npy)")
+    hidden_alias(r, "--out", dest="out")  # the spelling before issue 17
     r.add_argument("--png", help="write a grid of originals (top) and reconstructions (bottom) here")
     r.add_argument("--limit", type=int, help="use only the first N inputs")
     add_json_flag(r)
