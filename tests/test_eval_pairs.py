@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -84,6 +85,17 @@ def test_eval_sts_cli_takes_column_flags_and_checks_the_file_before_loading_the_
     assert out["pairs"] == 4 and -1 <= out["spearman"] <= 1 and loads == ["sentence-transformers/all-MiniLM-L6-v2"]
     assert main(["eval", "sts", str(jl)]) == 2
     assert "no column 'sentence1'" in capsys.readouterr().err and len(loads) == 1  # refused before the model
+
+
+def test_eval_sts_prints_numbers_people_read(tmp_path, monkeypatch, capsys):
+    """The plain report names the file and prints "seconds 1.2 s", not "seconds 1.2000"; counts with separators."""
+    monkeypatch.setattr(encoderkit, "load", lambda name, **kw: FakeEncoder(name="fake"))
+    tsv = write_pairs(tmp_path, scale=250.0)["tsv"]
+    assert main(["eval", "sts", str(tsv)]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["file"] == "pairs.tsv" and lines["pairs"] == "4" and lines["score_range"] == "0.0 – 1200.0"
+    assert re.fullmatch(r"\d+\.\d s", lines["seconds"]), lines["seconds"]
+    assert re.fullmatch(r"-?\d\.\d{4}", lines["spearman"])
 
 
 def arguana_like(tmp_path):

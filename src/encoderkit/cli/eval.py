@@ -100,8 +100,20 @@ def plot_metrics(results: list[dict], path: str, title: str = "") -> str:
 
 
 def _print(result: dict) -> None:
+    """One `key  value` line each: metrics to 4 decimals, times as seconds ("seconds 43.8", not 43.8000), counts
+    with thousands separators, lists as plain text."""
     for key, value in result.items():
-        print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+        if key == "seconds" or key.endswith("_seconds"):
+            text = f"{value:.1f} s" if isinstance(value, (int, float)) else str(value)
+        elif isinstance(value, float):
+            text = f"{value:.4f}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            text = f"{value:,}"
+        elif isinstance(value, list):
+            text = " – ".join(map(str, value)) if key.endswith("range") else ", ".join(map(str, value))
+        else:
+            text = str(value)
+        print(f"{key:12s} {text}")
 
 
 def cmd_beir(args) -> int:
