@@ -147,6 +147,47 @@ def test_the_url_holds_collection_query_and_mode_and_back_forward_replay_them(op
     pg.screenshot(path=str(SHOTS / "web-url-state.png"))
 
 
+def filter_rows(pg) -> list[list[str]]:
+    return pg.eval_on_selector_all(".filter", "rows => rows.map(r => [r.querySelector('.filter-field').value, "
+                                              "r.querySelector('.filter-op').value, r.querySelector('.filter-value').value])")
+
+
+def test_the_url_holds_the_filters_too(open_page):
+    """Metadata filters are part of a search's address: Back / Forward put the filter rows back as they were, and a
+    shared link opens the same filtered search."""
+    pg = open_page("/?collection=assets")
+    assert pg.get_attribute("#query", "placeholder") == "Search “assets”"  # not an example from test data
+    unfiltered = search(pg, "people outdoors")
+    pg.click("#add-filter")
+    pg.select_option(".filter-field >> nth=0", "theme")
+    pg.fill(".filter-value >> nth=0", "outdoor")
+    pg.click("#add-filter")
+    pg.select_option(".filter-field >> nth=1", "year")
+    pg.select_option(".filter-op >> nth=1", "$gte")
+    pg.fill(".filter-value >> nth=1", "2022")
+    filtered = search(pg, "people outdoors")
+    assert filtered and set(filtered) <= {"hike-sunrise", "surf-dawn"} and filtered != unfiltered
+    st = url_state(pg)
+    assert json.loads(st["where"]) == {"$and": [{"theme": {"$eq": "outdoor"}}, {"year": {"$gte": 2022}}]}
+    assert st["q"] == "people outdoors" and st["collection"] == "assets"
+    shared = pg.url
+    pg.go_back()
+    pg.wait_for_function("() => document.querySelectorAll('.filter').length === 0")
+    pg.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {len(unfiltered)}")
+    assert card_ids(pg) == unfiltered
+    pg.go_forward()
+    pg.wait_for_function("() => document.querySelectorAll('.filter').length === 2")
+    pg.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {len(filtered)}")
+    assert card_ids(pg) == filtered
+    assert filter_rows(pg) == [["theme", "$eq", "outdoor"], ["year", "$gte", "2022"]]
+    other = open_page(shared.removeprefix(pg.url.split("/?")[0]), wait="#results .card")
+    assert filter_rows(other) == [["theme", "$eq", "outdoor"], ["year", "$gte", "2022"]]
+    other.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {len(filtered)}")
+    assert card_ids(other) == filtered and "filtered" in other.inner_text("#results-summary")
+    assert other.evaluate("() => document.activeElement.id") == "query"  # restoring filters keeps the focus
+    other.screenshot(path=str(SHOTS / "web-url-filters.png"))
+
+
 def test_an_unknown_collection_in_the_url_is_said_and_another_shown(open_page):
     pg = open_page("/?collection=nope")
     assert "no collection “nope”" in pg.inner_text("#message")

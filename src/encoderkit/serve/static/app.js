@@ -170,6 +170,7 @@ async function loadCollections(keepMessage = false) {
 async function selectCollection(name) {
   EK.collection = name;
   sessionStorage.setItem("encoderkit.collection", name);
+  $("#query").placeholder = `Search “${name}”`; // never an example from another (or a test's) collection
   EK.searchSeq = (EK.searchSeq || 0) + 1; // an answer for the previous collection is now stale
   setBusy(false);
   $("#search-button").disabled = false;
@@ -319,7 +320,7 @@ async function search(ev, push = true) {
   const body = { query, mode, k: Number($("#k").value), where, rerank: $("#rerank").checked && !$("#rerank").disabled,
     group_by_document: !$("#chunks").checked };
   const name = EK.collection;
-  if (push) writeUrl({ c: name, q: query, mode }, true);
+  if (push) writeUrl({ c: name, q: query, mode, where: where ? JSON.stringify(where) : "" }, true);
   const seq = (EK.searchSeq = (EK.searchSeq || 0) + 1);
   $("#search-button").disabled = true;
   setBusy(true, "Searching…");
