@@ -267,3 +267,25 @@ def test_similar_ranks_by_cosine_to_the_example_and_leaves_it_out(live, enc):
     assert r.status_code == 404 and "no document 'missing'" in r.json()["error"]
     r = _post(live, "/collections/assets/similar", {"id": "dog-park", "where": {"$bad": 1}})
     assert r.status_code == 422 and "unknown operator" in r.json()["error"]
+
+
+def test_last_update_is_when_the_data_changed_not_when_the_server_opened_it(tmp_path):
+    """(issue 17) Opening a collection makes SQLite's -shm and an empty -wal: they are not an update."""
+    import os
+
+    from encoderkit.serve.web import _updated
+    from encoderkit.store import Collection
+    from store_fakes import FakeEncoder
+
+    with Collection.open(tmp_path / "c", FakeEncoder()) as c:
+        c.add(["a note about rivers", "a note about hills"], ids=["r", "h"])
+    old = time.time() - 86_400 * 3
+    for f in (tmp_path / "c").iterdir():
+        os.utime(f, (old, old))
+    with Collection.open(tmp_path / "c", FakeEncoder(), create=False) as c:
+        c.search("rivers", k=1, mode="hybrid")
+        assert {p.name for p in c.path.iterdir()} >= {"collection.db-shm"}  # made now, by this open
+        assert _updated(c) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old))
+        c.add(["a third note"], ids=["t"])
+        assert abs(time.mktime(time.strptime(_updated(c), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone - time.time()) < 60
+

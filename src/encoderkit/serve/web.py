@@ -219,11 +219,20 @@ def _label(coll: Any) -> str:
 
 
 def _updated(coll: Any) -> str | None:
-    """When the embedded store's database files last changed (None for a PostgreSQL collection: the server
-    keeps no per-table modification time)."""
+    """When the embedded store's data last changed: the database file, and its write-ahead log when that holds
+    writes (None for a PostgreSQL collection: the server keeps no per-table modification time). Not the -shm
+    index nor an empty -wal: SQLite makes those when a connection opens, so they tell when the server opened the
+    collection (issue 17), not when it changed."""
     if not isinstance(coll.path, Path):
         return None
-    times = [p.stat().st_mtime for p in coll.path.iterdir() if p.is_file() and p.name.startswith("collection.db")]
+    times = []
+    for name in ("collection.db", "collection.db-wal"):
+        try:
+            st = (coll.path / name).stat()
+        except FileNotFoundError:
+            continue
+        if name == "collection.db" or st.st_size > 0:
+            times.append(st.st_mtime)
     if not times:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(times)))
