@@ -257,6 +257,25 @@ def test_a_collection_that_cannot_be_opened_shows_no_stale_stats(open_page):
     assert "could not be opened" in pg.inner_text("#results-summary")
 
 
+def test_a_slow_collection_open_shows_a_spinner_and_not_the_old_stats(open_page):
+    """A cold open of a large collection takes seconds: the stats area says it is opening, with a spinner, and never
+    shows the previous collection's numbers meanwhile."""
+    pg = open_page("/?collection=assets")
+    assert "15" in pg.inner_text("#stats")
+    held = []
+    pg.route("**/collections/empty/stats", lambda route: held.append(route))
+    pg.select_option("#collection", "empty")
+    pg.wait_for_selector("#stats .opening .spinner")
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        pg.wait_for_timeout(50)
+    assert held and "Opening “empty”" in pg.inner_text("#stats") and "15" not in pg.inner_text("#stats")
+    held[0].continue_()
+    pg.wait_for_selector("#stats [data-stat=documents]")
+    assert not pg.is_visible("#stats .spinner") and pg.inner_text("#stats [data-stat=documents] dd") == "0"
+    pg.unroute("**/collections/empty/stats")
+
+
 def test_an_empty_collection_says_how_to_fill_it(open_page):
     pg = open_page("/?collection=empty", wait=".empty-collection")
     text = pg.inner_text(".empty-collection")
