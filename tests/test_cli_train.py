@@ -159,3 +159,25 @@ def test_mnist_folder_and_idx_reader(tmp_path, capsys):
     s = _json(capsys, ["train", "ae", "--data", str(root), "--limit", "300", "--epochs", "1", "--hidden", "32",
                        "--latent", "8", "--out", str(tmp_path / "m"), "--no-progress", "--json"])
     assert s["train_examples"] == 300 and "eval_recon" in s  # the last 2,000 images are held out
+
+
+def test_the_plain_training_summary_is_readable(capsys):
+    """(issue 17) `train clip` printed raw dicts and `None`: nested figures are indented lines, None is left out,
+    floats have 4 significant digits and counts separators."""
+    import argparse
+
+    from encoderkit.cli.train import _train
+
+    summary = {"model_type": "clip", "train_examples": 8000, "seconds": 41.23456789, "loss": 0.123456789,
+               "max_seconds": None, "zero_shot_accuracy": {"0": 0.98765, "1": 1.0},
+               "retrieval": {"recall@1": 0.5, "precision@5": None}, "templates": ["a {}", "the {}"],
+               "image_size": [28, 28], "bf16": False}
+    args = argparse.Namespace(json=False, recipe_run=lambda a: summary)
+    assert _train(args) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "model_type: clip", "train_examples: 8,000", "seconds: 41.23", "loss: 0.1235",
+        "zero_shot_accuracy:", "  0: 0.9877", "  1: 1", "retrieval:", "  recall@1: 0.5",
+        "templates: a {}, the {}", "image_size: 28, 28", "bf16: false"]
+    assert "None" not in out and "{" not in out.replace("a {}", "").replace("the {}", "")
+

@@ -68,9 +68,35 @@ def _train(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     else:
-        for k, v in summary.items():
-            print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+        print("\n".join(summary_lines(summary)))
     return 0
+
+
+def summary_lines(summary: dict, indent: str = "") -> list[str]:
+    """A training summary as people read it (issue 17: `train clip` printed raw dicts and `None`): one `key: value`
+    line each, nested dicts as indented lines, numbers to 4 significant digits (counts with separators), lists
+    comma-separated; a value that is None (not measured) is left out."""
+    def fmt(v) -> str:
+        if isinstance(v, bool) or v is None:
+            return str(v).lower() if isinstance(v, bool) else "–"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(fmt(x) for x in v)
+        return str(v)
+
+    lines = []
+    for k, v in summary.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            lines.append(f"{indent}{k}:")
+            lines.extend(summary_lines(v, indent + "  ") if v else [f"{indent}  (none)"])
+        else:
+            lines.append(f"{indent}{k}: {fmt(v)}")
+    return lines
 
 
 def _load_inputs(run, path: str, limit: int | None = None):
