@@ -273,25 +273,26 @@ def test_get_peek_export(home, capsys, tmp_path):
 
 
 def test_get_peek_export_on_a_chunked_collection_speak_of_documents_and_chunks(home, capsys, tmp_path):
-    """The id `search` prints for a chunked document is what `index get` takes (it prints the document's chunks in
-    order); peek and export call chunks chunks; an export extension that is neither .jsonl nor .parquet is refused
+    """The id `search` prints for a chunked document is what `index get` takes (the document put back together from
+    its overlapping chunks); peek and export call chunks chunks; an export extension that is neither .jsonl nor .parquet is refused
     before the collection is read; counts and sizes are printed as people read them."""
     words = " ".join(f"word{i}." for i in range(300))  # a long document (FakeEncoder: a token is a word)
     docs = tmp_path / "long.jsonl"
     docs.write_text(json.dumps({"id": "long", "text": words}) + "\n" + "".join(
         json.dumps({"id": f"s{i}", "text": f"short note {i}"}) + "\n" for i in range(1200)), encoding="utf-8")
     code, out, err = run(capsys, "index", "add", "c", str(docs), "--model", "fake", "--chunk-tokens", "40",
-                         "--overlap", "0")
+                         "--overlap", "8")
     assert code == 0, err
     assert "from 1 file;" in out and "1,201 documents (" in out and re.search(r": 1,2\d\d added", out), out
     code, out, err = run(capsys, "search", "c", "word7", "--mode", "keyword", "-k", "1", "--json")
     assert json.loads(out)[0]["id"] == "long"
     code, out, err = run(capsys, "index", "get", "c", "long", "--json")
     got = json.loads(out)
-    assert code == 0 and len(got) > 5 and [d["id"] for d in got] == [f"long#{i}" for i in range(len(got))]
-    assert " ".join(d["text"] for d in got) == words  # all of it, in order (no overlap asked)
+    assert code == 0 and [d["id"] for d in got] == ["long"] and got[0]["text"] == words  # the overlap once
+    assert got[0]["metadata"]["chunks"] > 5 and "parent" not in got[0]["metadata"]
     code, out, err = run(capsys, "index", "get", "c", "long#2", "nope", "--json")
     assert code == 1 and [d["id"] for d in json.loads(out)] == ["long#2"] and "no document 'nope'" in err
+    assert json.loads(out)[0]["text"] in words and json.loads(out)[0]["metadata"]["parent"] == "long"
     code, out, err = run(capsys, "index", "peek", "c", "-n", "2")
     assert re.search(r"\(2 of 1,2\d\d chunks\)", err), err
     loaded = len(home.loaded)

@@ -85,6 +85,20 @@ def test_api_more_like_this_leaves_out_the_documents_own_chunks(live):
     assert r.status_code == 200 and set(r.json()) == {"x", "y"}, r.text
 
 
+def test_api_get_takes_the_document_id_a_search_returns(live):
+    """GET /documents/{id} of a chunked document: the document put back together from its overlapping chunks (it
+    was a 404: only chunk ids were stored rows); a chunk id still gives that chunk."""
+    doc = _search(live, k=1, mode="vector")["hits"][0]
+    r = httpx.get(live.url + f"/collections/papers/documents/{doc['id']}", timeout=60)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    original = next(d for d in _abstracts(24) if d["id"] == doc["id"])
+    assert got["id"] == doc["id"] and got["text"] == original["text"]
+    assert got["metadata"]["title"] == original["title"] and got["metadata"]["chunks"] > 1
+    r = httpx.get(live.url + f"/collections/papers/documents/{doc['chunk_id'].replace('#', '%23')}", timeout=60)
+    assert r.status_code == 200 and r.json()["id"] == doc["chunk_id"] and r.json()["text"] in original["text"]
+
+
 def test_stats_and_listing_count_documents_and_chunks(live):
     s = httpx.get(live.url + "/collections/papers/stats", timeout=120).json()
     assert s["documents"] == 24 and s["chunks"] > 24

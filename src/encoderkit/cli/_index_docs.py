@@ -19,8 +19,8 @@ def register_docs(isub, name_help: str, store_flag: Callable, wrap: Callable, op
     p = isub.add_parser("get", help="print documents by id (text and metadata)")
     p.add_argument("name", help=name_help)
     p.add_argument("ids", nargs="+", metavar="ID",
-                   help="document ids, as search prints them (a chunked document prints its chunks DOC#0, DOC#1, "
-                        "... in order; a chunk id is DOC#N)")
+                   help="document ids, as search prints them (a chunked document is put back together from its "
+                        "chunks; a chunk id is DOC#N)")
     store_flag(p)
     add_json_flag(p)
     p.set_defaults(func=wrap(lambda args: cmd_get(args, opener)))
@@ -96,11 +96,11 @@ def _print_docs(docs: list[dict]) -> None:
 def cmd_get(args, opener) -> int:
     col = opener(args)
     try:
-        found = [col.document_chunks(i) for i in args.ids]  # a chunked document's id: its chunks, in order
+        hits = [col.get_document(i) for i in args.ids]  # a chunked document's id: its chunks put back together
     finally:
         col.close()
-    missing = [i for i, hits in zip(args.ids, found) if not hits]
-    docs = [{"id": h.id, "text": h.text, "metadata": h.metadata} for hits in found for h in hits]
+    missing = [i for i, h in zip(args.ids, hits) if h is None]
+    docs = [{"id": h.id, "text": h.text, "metadata": h.metadata} for h in hits if h is not None]
     if args.json:
         emit_json(docs)
     else:

@@ -464,7 +464,7 @@ async def delete(name: str, body: DeleteRequest, request: Request, state: Server
 @router.get("/collections/{name}/documents/{doc_id:path}", response_model=DocumentOut, summary="Fetch a document")
 async def get_document(name: str, doc_id: str, request: Request, state: ServerState = Depends(server_state)) -> dict:
     require_role(request, "read", name)
-    hit = await _call(_manager(state).get(name).get, doc_id)
+    hit = await _call(_manager(state).get(name).get_document, doc_id)  # a chunked document: put back together
     if hit is None:
         raise APIError(404, f"no document {doc_id!r} in collection {name!r}", "not_found")
     return {"id": hit.id, "text": hit.text, "metadata": hit.metadata}

@@ -52,6 +52,21 @@ def fetch_documents(fetch: Callable[[int], list[Hit]], k: int) -> list[Hit]:
     return docs[:k]
 
 
+def join_chunks(texts: list[str]) -> str:
+    """Consecutive chunks as one text: the words a chunk repeats from the end of the one before it (the overlap)
+    once; chunks that do not overlap are joined by a space."""
+    out = texts[0] if texts else ""
+    for nxt in texts[1:]:
+        shared = 0
+        for n in range(min(len(out), len(nxt)), 0, -1):  # the longest end of `out` that starts `nxt`, on word edges
+            if (out.endswith(nxt[:n]) and (n == len(nxt) or nxt[n].isspace())
+                    and (n == len(out) or out[-n - 1].isspace())):
+                shared = n
+                break
+        out = out + nxt[shared:] if shared else f"{out} {nxt}"
+    return out
+
+
 class DocumentsMixin:
     """Document-level reads of a Collection: counts of documents and chunks, a document's vector, similar(), and
     what its scores are called."""
@@ -99,6 +114,19 @@ class DocumentsMixin:
         hits = [h for h in hits if document_id(h) == doc_id]  # chunks (a user's own "parent" field is not one)
         return sorted(hits, key=lambda h: int(h.metadata["chunk"]))
 
+    def get_document(self, doc_id: str) -> Hit | None:
+        """A document as it was added, by the id a search returns: the stored row with that id (a chunk id DOC#N
+        gives that chunk), else the document whose chunks name it as parent, put back together (the overlap of
+        consecutive chunks once; metadata without the chunk bookkeeping, plus `chunks`, their number). None when
+        there is no such document."""
+        hits = self.document_chunks(doc_id)
+        if not hits:
+            return None
+        if len(hits) == 1 and hits[0].id == doc_id:
+            return hits[0]
+        meta = {k: v for k, v in (hits[0].metadata or {}).items() if k not in ("parent", "chunk", "chunks")}
+        return Hit(doc_id, join_chunks([h.text for h in hits]), {**meta, "chunks": len(hits)})
+
     def document_vector(self, doc_id: str) -> np.ndarray | None:
         """The vector of a document (the normalized mean of its chunks' vectors); None when there is no such id."""
         rids = self.document_rids(doc_id)
@@ -125,4 +153,4 @@ class DocumentsMixin:
         return [h for h in hits if h.id not in (doc_id, owner) and document_id(h) != owner][:k]
 
 
-__all__ = ["document_id", "group_hits", "fetch_documents", "DocumentsMixin"]
+__all__ = ["document_id", "group_hits", "fetch_documents", "join_chunks", "DocumentsMixin"]
