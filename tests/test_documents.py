@@ -155,6 +155,21 @@ def test_more_like_this_never_returns_the_documents_own_chunks(chunked):
         chunked.similar("nope")
 
 
+def test_get_document_puts_a_chunked_document_back_together(chunked):
+    """On both backends: the id a search returns gives the whole embedded text (title + text, the template), the
+    overlap of its chunks once; a chunk id gives the chunk; an unknown id None."""
+    docs = {d["_id"]: d for d in _abstracts(600)}
+    hits = chunked.search("smoking and the risk of lung cancer", k=10, mode="keyword")
+    split = [h for h in hits if h.chunk_id][:3]
+    assert split
+    for h in split:
+        got = chunked.get_document(h.id)
+        assert got.id == h.id and got.text == f"{docs[h.id]['title']} {docs[h.id]['text']}"
+        assert got.metadata["chunks"] == len(chunked.document_rids(h.id)) > 1 and "parent" not in got.metadata
+        assert chunked.get_document(h.chunk_id).id == h.chunk_id
+    assert chunked.get_document("nope") is None and chunked.get("nope") is None
+
+
 def test_counts_say_documents_and_chunks(chunked):
     docs, rows = chunked.document_counts()
     assert rows == chunked.count() and rows > docs
