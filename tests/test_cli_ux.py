@@ -335,6 +335,27 @@ def test_title_field_template_and_lines(home, capsys, tmp_path):
         "Winter winter snow storms in the mountains"
 
 
+def test_encode_embeds_the_title_field_or_template_from_the_command_line(home, capsys, tmp_path):
+    """`encode --title-field title` embeds "title text", as `index add --title-field` does; a template naming a
+    field the records lack fails before any model loads."""
+    import numpy as np
+
+    out = tmp_path / "v.npy"
+    code, _, err = run(capsys, "encode", str(home / "docs.jsonl"), "-o", str(out), "--title-field", "title")
+    assert code == 0, err
+    want = FakeEncoder().encode(["Summer sunshine and beaches make summer warm",
+                                 "Winter winter snow storms in the mountains",
+                                 "Holidays summer holidays at the sunny beach"], normalize=False)
+    np.testing.assert_allclose(np.load(out), want, atol=1e-6)
+    code, _, err = run(capsys, "encode", str(home / "docs.jsonl"), "-o", str(out), "--template", "{year}: {text}")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(out)[1], FakeEncoder().encode(["2018: winter snow storms in the mountains"],
+                                                                      normalize=False)[0], atol=1e-6)
+    home.loaded.clear()
+    code, _, err = run(capsys, "encode", str(home / "docs.jsonl"), "-o", str(out), "--template", "{abstract}")
+    assert code == 2 and "'abstract'" in err and home.loaded == []
+
+
 def test_help_states_txt_semantics():
     p = build_parser()
     index = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["index"]
