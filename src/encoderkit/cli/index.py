@@ -468,6 +468,10 @@ def cmd_search(args) -> int:
     from encoderkit.store.images import is_image_collection
 
     opts = search_options(args)
+    if args.where is not None:  # a bad filter fails before the collection opens and its model loads
+        from encoderkit.store.where import compile_where
+
+        compile_where(args.where)
     col = _open(args)
     try:
         mode = opts["mode"] or ("vector" if is_image_collection(col) else "hybrid")
