@@ -226,6 +226,8 @@ def test_bad_options_fail_before_any_model_loads(home, capsys):
         assert code == 2 and words in err, (argv, err)
     code, _, err = run(capsys, "index", "add", "ux", str(home / "nowhere.jsonl"))
     assert code == 2 and "does not exist" in err
+    code, _, err = run(capsys, "index", "create", "bad", "--model", "fake", "--index", "HNSW-5")
+    assert code == 2 and "FAISS cannot parse index 'HNSW-5'" in err and not (home / "home/collections/bad").exists()
     for where, words in [('{"year": ', "not valid JSON"), ('{"year": {"$near": 3}}', "$near")]:
         code, _, err = run(capsys, "search", "ux", "summer", "--where", where)
         assert code == 2 and words in err, (where, err)

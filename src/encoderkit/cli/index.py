@@ -235,6 +235,10 @@ def cmd_create(args) -> int:
     from encoderkit.cli._kinds_options import create_kinds, kinds_encoder
 
     kinds = create_kinds(args)
+    if _pg(args) is None and args.index:  # an unparseable index string fails before the model loads
+        from encoderkit.store.faiss_index import check_factory_syntax
+
+        check_factory_syntax(args.index)
     if _exists(args):
         raise ValueError(f"collection {args.name!r} already exists {_where(args)}; use `encoderkit index add` to "
                          "fill it or `encoderkit index delete` first")

@@ -35,6 +35,18 @@ def check_factory(factory: str, dim: int, metric: str) -> None:
                          "Examples: 'Flat', 'HNSW32', 'IVF256,PQ16' (PQ m must divide the dim)") from None
 
 
+def check_factory_syntax(factory: str) -> None:
+    """Refuse a factory string FAISS cannot parse for any dimension, before a model is loaded to learn the real
+    dimension (check_factory then checks that one: e.g. PQ m must divide it)."""
+    faiss = _faiss()
+    try:
+        faiss.index_factory(3840, factory, faiss.METRIC_INNER_PRODUCT)  # 3840 = 2^8 * 3 * 5: most PQ m divide it
+    except RuntimeError as exc:
+        if "could not parse" in str(exc):
+            raise ValueError(f"FAISS cannot parse index {factory!r}. Examples: 'Flat', 'HNSW32', 'IVF256,PQ16'") \
+                from None
+
+
 def train_size(factory: str) -> int:
     """How many vectors a trained index (IVF / PQ) needs before it is built; until then search is exact."""
     n = 0
