@@ -1,6 +1,7 @@
 """Training objectives as pure-torch losses and input corruptions: MLM, ELECTRA RTD, T5 span
 corruption, NSP, contrastive (InfoNCE, triplet, CLIP, SigLIP, NT-Xent), DINO self-distillation and retrieval training
-(CoSENT, AnglE, Matryoshka, cached MNRL / GradCache, MarginMSE, KL distillation, GISTEmbed)."""
+(CoSENT, AnglE, Matryoshka, cached MNRL / GradCache, MarginMSE, KL distillation, GISTEmbed) and late interaction
+(in-batch contrastive over ColBERT MaxSim scores)."""
 from encoderkit.objectives.contrastive import (
     CLIPLoss,
     MultipleNegativesRankingLoss,
@@ -18,6 +19,7 @@ from encoderkit.objectives.distill import (
     ema_update,
     teacher_temperature_schedule,
 )
+from encoderkit.objectives.late_interaction import MaxSimContrastiveLoss, maxsim_contrastive_loss, maxsim_scores
 from encoderkit.objectives.mlm import (
     IGNORE_INDEX,
     MaskedLanguageModel,
@@ -50,6 +52,7 @@ from encoderkit.objectives.span import SpanCorruptionConfig, random_spans_noise_
 __all__ = [
     "CLIPLoss", "MultipleNegativesRankingLoss", "NTXentLoss", "SigLIPLoss", "info_nce", "nt_xent", "triplet_loss",
     "DINO", "DINOHead", "DINOLoss", "cosine_schedule", "ema_update", "teacher_temperature_schedule",
+    "MaxSimContrastiveLoss", "maxsim_contrastive_loss", "maxsim_scores",
     "IGNORE_INDEX", "MaskedLanguageModel", "MaskingConfig", "MLMHead", "init_bert_weights", "mask_tokens", "masked_accuracy", "mlm_loss",
     "special_tokens_mask", "word_ids_from_continuation",
     "NSPHead", "SentencePair", "make_nsp_pairs", "nsp_loss",
