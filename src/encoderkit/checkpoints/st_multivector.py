@@ -130,6 +130,37 @@ def load_multivector_folder(folder: Path, name: str, max_length: int | None = No
     return enc
 
 
+def _write_added_tokens(tok: Any, folder: Path) -> None:
+    """Give the tokenizer files copied into `folder` the tokens added to `tok` since it was read (a ColBERT head's
+    [Q] / [D] markers): tokenizer.json through `tokenizers`, tokenizer_config.json's added_tokens_decoder when it
+    has one. The copied file keeps its own truncation and padding settings."""
+    from tokenizers import AddedToken, Tokenizer
+
+    f = folder / "tokenizer.json"
+    if tok is None or not f.is_file():
+        return
+    disk = Tokenizer.from_file(str(f))
+    have = disk.get_vocab(with_added_tokens=True)
+    missing = sorted((i, t) for i, t in tok.get_added_tokens_decoder().items() if t.content not in have)
+    if not missing:
+        return
+    for i, t in missing:
+        if disk.get_vocab_size(with_added_tokens=True) != i:
+            raise CheckpointError(f"{f}: cannot give {t.content!r} its id {i} (the file holds "
+                                  f"{disk.get_vocab_size(with_added_tokens=True)} tokens)")
+        added = AddedToken(t.content, single_word=t.single_word, lstrip=t.lstrip, rstrip=t.rstrip,
+                           normalized=t.normalized, special=t.special)
+        (disk.add_special_tokens if t.special else disk.add_tokens)([added])
+    disk.save(str(f))
+    cfg_file = folder / "tokenizer_config.json"
+    cfg = _json(cfg_file) if cfg_file.is_file() else {}
+    if "added_tokens_decoder" in cfg:
+        for i, t in missing:
+            cfg["added_tokens_decoder"][str(i)] = {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
+                                                   "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
+        cfg_file.write_text(json.dumps(cfg, indent=2))
+
+
 def save_multivector(enc: Any, path: Path) -> Path:
     """Write `enc` as the multi-vector folder it was read from (6.x MultiVectorEncoder or PyLate layout)."""
     from encoderkit.checkpoints.sentence_transformers import dense_spec
@@ -137,6 +168,7 @@ def save_multivector(enc: Any, path: Path) -> Path:
     path = Path(path)
     spec: LateSpec = enc.late
     enc._save_backbone(path)
+    _write_added_tokens(enc.tokenizer, path)
     write_transformer_config(path, enc.max_length, enc.do_lower_case)
     mods = [("", _T["Transformer"])]
     for d in enc.head.dense:

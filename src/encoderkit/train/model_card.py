@@ -18,7 +18,7 @@ HYPER = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule
 class CardInfo:
     """The facts a model card states about one training run."""
 
-    kind: str  # "bi-encoder" | "cross-encoder"
+    kind: str  # "bi-encoder" | "cross-encoder" | "ColBERT"
     base_model: str
     data: dict[str, int]  # training file -> examples used
     loss: str
@@ -54,6 +54,11 @@ def _usage(kind: str, folder: str) -> list[str]:
         return ["```python", "from encoderkit.tasks.rerank import CrossEncoder", f"ce = CrossEncoder.load({folder!r})",
                 "```", "", "```python", "from sentence_transformers import CrossEncoder",
                 f"ce = CrossEncoder({folder!r})", "scores = ce.predict([(\"a query\", \"a passage\")])", "```"]
+    if kind == "ColBERT":
+        return ["```python", "import encoderkit", f"enc = encoderkit.load({folder!r})",
+                "query = enc.encode_query(\"a question\", output=\"multivector\")  # (32, d) token vectors",
+                "docs = enc.encode_document([\"a passage\"], output=\"multivector\")", "```", "", "```python",
+                "from pylate import models", f"model = models.ColBERT({folder!r})", "```"]
     return ["```python", "import encoderkit", f"enc = encoderkit.load({folder!r})",
             "vectors = enc.encode([\"a sentence\"])", "```", "", "```python",
             "from sentence_transformers import SentenceTransformer", f"model = SentenceTransformer({folder!r})",
