@@ -17,7 +17,8 @@ def register(sub) -> None:
                    help="model name or folder (default all-MiniLM-L6-v2)")
     p.add_argument("--mode", default="vector", type=_modes,
                    help="vector, keyword or hybrid; several comma-separated (e.g. vector,keyword,hybrid) or 'all' "
-                        "encode the corpus once and compare")
+                        "encode the corpus once and compare; late: exact MaxSim over token vectors (a ColBERT folder's, "
+                        "or a plain model's own), on its own")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart of the metrics per mode")
     p.add_argument("--split", default="test", help="qrels split to score (default test)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
@@ -49,6 +50,7 @@ def register(sub) -> None:
 
 
 MODES = ("vector", "keyword", "hybrid")
+LATE = "late"  # exact in-memory MaxSim (evaluate.beir.late_run): not a collection mode here, so alone and not in 'all'
 COMPUTE = ("fp32", "bf16", "int8", "onnx", "openvino", "auto")
 
 
@@ -66,11 +68,17 @@ def _dims(value: str) -> list[int]:
 
 def _modes(value: str) -> list[str]:
     modes = list(MODES) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
+    if LATE in modes and len(modes) > 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError("--mode late runs on its own (exact MaxSim in memory); evaluate other modes "
+                                         "in a second run")
+    bad = [m for m in modes if m not in MODES + (LATE,)]
     if bad or not modes:
         import argparse
 
-        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or value!r}; choose from {', '.join(MODES)} or all")
+        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or value!r}; choose from "
+                                         f"{', '.join(MODES + (LATE,))} or all")
     return modes
 
 
@@ -123,6 +131,8 @@ def cmd_beir(args) -> int:
     if args.dimensions and (args.mode != ["vector"] or args.rerank or args.ignore_identical_ids):
         raise ValueError("--dimensions evaluates exact vector search only: drop --mode / --rerank / "
                          "--ignore-identical-ids, or --dimensions")
+    if args.mode == [LATE] and args.rerank:
+        raise ValueError("--mode late scores every document by exact MaxSim; it takes no --rerank")
     enc = encoderkit.load(args.model, compute=args.compute)
     if args.dimensions:
         from encoderkit.evaluate.beir import evaluate_beir_dimensions

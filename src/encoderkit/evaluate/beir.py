@@ -1,5 +1,6 @@
 """Retrieval evaluation on a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), through a
-Collection (vector / keyword / hybrid, optional rerank) or exact cosine search in memory."""
+Collection (vector / keyword / hybrid / late, optional rerank), exact cosine search in memory, or exact MaxSim
+(late interaction) over every document in memory."""
 from __future__ import annotations
 
 import csv
@@ -78,6 +79,53 @@ def exact_run(doc_vecs: np.ndarray, doc_ids: list[str], query_vecs: np.ndarray, 
     return run
 
 
+def late_run(encoder: Any, data: BeirData, k: int = 100, batch_size: int = 64, block: int = 512,
+             progress: bool | None = None) -> dict[str, dict[str, float]]:
+    """Exact late interaction: every judged query scored by MaxSim against every document, top k kept. Queries are
+    encoded once; the corpus is encoded `block` documents at a time, scored against all queries (padded (Q, Lq, d) x
+    (n, Ld, d) matmuls, a few queries at a time) and dropped, so memory holds one block of token vectors and the
+    running top k, never the corpus. A ColBERT / multi-vector model gives its own query and document token vectors;
+    a plain model its normalized token vectors (the late interaction of a collection created with `token_late`)."""
+    import torch
+
+    from encoderkit.multivector import encode_multivector
+    from encoderkit.tasks.maxsim import _pad
+
+    qids, doc_ids, texts = list(data.queries), data.doc_ids(), data.doc_texts()
+    Qv = encode_multivector(encoder, [data.queries[q] for q in qids], task="query", batch_size=batch_size,
+                            prompt=encoder.prompts.get("query", ""), plain=True)
+    q, qm = _pad(Qv)  # (Q, Lq, d), (Q, Lq)
+    best = torch.full((len(qids), 0), float("-inf"))
+    best_idx = torch.zeros((len(qids), 0), dtype=torch.long)
+    bar = None
+    if progress or (progress is None and len(texts) > 2000):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), desc="late: encode + MaxSim", unit="doc")
+    with torch.inference_mode():
+        for s in range(0, len(texts), block):
+            Dv = encode_multivector(encoder, texts[s:s + block], task="document", batch_size=batch_size,
+                                    prompt=encoder.prompts.get("document", ""), plain=True)
+            d, dm = _pad(Dv)  # (n, Ld, d), (n, Ld)
+            scores = torch.empty(len(qids), len(Dv))
+            per = max(1, 2 ** 26 // (q.shape[1] * d.shape[0] * d.shape[1]))  # queries per matmul: ~256 MiB of sims
+            for a in range(0, len(qids), per):
+                sim = torch.einsum("qid,njd->qnij", q[a:a + per], d)  # (q, n, Lq, Ld)
+                sim = sim.masked_fill_(~dm[None, :, None, :], float("-inf")).amax(-1)  # (q, n, Lq)
+                sim = torch.where(torch.isfinite(sim), sim, torch.zeros(()))  # a document with no kept token: 0
+                scores[a:a + per] = (sim * qm[a:a + per, None, :]).sum(-1)  # (q, n)
+            cand = torch.cat([best, scores], 1)
+            idx = torch.cat([best_idx, torch.arange(s, s + len(Dv)).expand(len(qids), -1)], 1)
+            top = cand.topk(min(k, cand.shape[1]), dim=1)
+            best, best_idx = top.values, idx.gather(1, top.indices)
+            if bar is not None:
+                bar.update(len(Dv))
+    if bar is not None:
+        bar.close()
+    return {qid: {doc_ids[j]: float(v) for j, v in zip(best_idx[r].tolist(), best[r].tolist())}
+            for r, qid in enumerate(qids)}
+
+
 def collection_run(collection: Any, data: BeirData, mode: str = "vector", k: int = 100,
                    query_vecs: np.ndarray | None = None, progress: bool | None = None, **search_opts) -> dict:
     """Run every judged query through `collection.search` (query vectors encoded in one batch)."""
@@ -117,13 +165,15 @@ def evaluate_beir(folder: str | Path, encoder: Any = None, *, mode: str = "vecto
                   progress: bool | None = None, ignore_identical_ids: bool = False, **search_opts) -> dict:
     """Metrics of a retrieval run on a BEIR folder. With `collection` (already holding the corpus) search goes
     through it; else a temporary collection is built when mode is keyword/hybrid, or exact search in memory
-    for vector mode. `ignore_identical_ids` drops a hit whose id equals the query id (one more is retrieved
-    so k stay). Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
+    for vector mode (cosine) and late mode (MaxSim over token vectors, late_run). `ignore_identical_ids` drops a
+    hit whose id equals the query id (one more is retrieved so k stay). Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
     t0 = time.perf_counter()
     data = load_beir(folder, split)
     final_k, k = k, (k + 1 if ignore_identical_ids else k)
     if collection is not None:
         run = collection_run(collection, data, mode, k, progress=progress, **search_opts)
+    elif mode == "late" and not search_opts:
+        run = late_run(encoder, data, k, batch_size=batch_size, progress=progress)
     elif mode == "vector" and not search_opts:
         D = encoder.encode(data.doc_texts(), batch_size=batch_size, normalize=True, progress=progress)
         Q = encoder.encode(list(data.queries.values()), batch_size=batch_size, normalize=True, progress=progress)
