@@ -133,6 +133,18 @@ def test_eval_beir_cli_ignore_identical_ids(tmp_path, monkeypatch, capsys):
     assert [r["mrr@10"] for r in modes] == [1.0, 1.0]
 
 
+def test_eval_beir_checks_the_folder_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    loads = []
+    monkeypatch.setattr(encoderkit, "load", lambda name, **kw: loads.append(name) or FakeEncoder(name="fake"))
+    b = arguana_like(tmp_path)
+    (b / "qrels" / "test.tsv").unlink()
+    assert main(["eval", "beir", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "test.tsv not found: a BEIR folder has corpus.jsonl, queries.jsonl and qrels/test.tsv" in err
+    assert main(["eval", "beir", str(tmp_path / "nowhere"), "--mode", "late"]) == 2
+    assert "corpus.jsonl not found" in capsys.readouterr().err and loads == []
+
+
 @pytest.mark.slow  # one encoding of STS-B test's 2,700 unique sentences with the real model: ~1-2 min
 def test_sts_b_as_a_jsonl_or_tsv_pairs_file_gives_the_spearman_of_the_original_file(tmp_path):
     from conftest import data_path

@@ -126,13 +126,14 @@ def _print(result: dict) -> None:
 
 def cmd_beir(args) -> int:
     import encoderkit
-    from encoderkit.evaluate.beir import evaluate_beir
+    from encoderkit.evaluate.beir import beir_files, evaluate_beir
 
     if args.dimensions and (args.mode != ["vector"] or args.rerank or args.ignore_identical_ids):
         raise ValueError("--dimensions evaluates exact vector search only: drop --mode / --rerank / "
                          "--ignore-identical-ids, or --dimensions")
     if args.mode == [LATE] and args.rerank:
         raise ValueError("--mode late scores every document by exact MaxSim; it takes no --rerank")
+    beir_files(args.path, args.split)  # a wrong folder is reported before the model loads
     enc = encoderkit.load(args.model, compute=args.compute)
     if args.dimensions:
         from encoderkit.evaluate.beir import evaluate_beir_dimensions

@@ -43,13 +43,20 @@ def _jsonl(path: Path) -> Iterable[dict]:
                     raise ValueError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
 
 
-def load_beir(folder: str | Path, split: str = "test") -> BeirData:
-    """Read a BEIR dataset folder; queries are restricted to those judged in `split`."""
+def beir_files(folder: str | Path, split: str = "test") -> list[Path]:
+    """[corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv] of a BEIR folder; FileNotFoundError naming the first missing
+    one (cheap: run before a model loads)."""
     folder = Path(folder).expanduser()
     need = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"]
     for p in need:
-        if not p.exists():
+        if not p.is_file():
             raise FileNotFoundError(f"{p} not found: a BEIR folder has corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+    return need
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirData:
+    """Read a BEIR dataset folder; queries are restricted to those judged in `split`."""
+    need = beir_files(folder, split)
     corpus = {str(o["_id"]): o for o in _jsonl(need[0])}
     qrels: dict[str, dict[str, int]] = {}
     with open(need[2], encoding="utf-8") as f:
