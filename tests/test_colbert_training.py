@@ -154,3 +154,25 @@ def test_cli_recipe(dense, tmp_path):
     assert enc.late is not None and enc.dim == DIM
     assert "ColBERT" in (out / "README.md").read_text() and (out / "training_history.json").is_file()
     assert {x.shape for x in enc.encode_query(QUERIES, output="multivector")} == {(QL, DIM)}
+
+
+def test_hard_negatives_join_the_candidates(dense):
+    from encoderkit.objectives.late_interaction import maxsim_contrastive_loss
+    from encoderkit.train.recipes.colbert import ColBERTTrainable
+
+    enc = _colbert(dense)
+    pairs = _pairs(4, seed=7)
+    negs = sentences(4, TINY_VOCAB, seed=8, max_len=15)
+    model = ColBERTTrainable(enc)
+    with torch.no_grad():
+        got = float(model.loss(([q for q, _ in pairs], [d for _, d in pairs], negs)))
+        q, qk = model.tokens([q for q, _ in pairs], "query")
+        d, dk = model.tokens([d for _, d in pairs] + negs, "document")  # one padded batch: same vectors, same mask
+        want = float(maxsim_contrastive_loss(q, d[:4], qk, dk[:4], 1.0, d[4:], dk[4:]))
+        without = float(model.loss(([q for q, _ in pairs], [d for _, d in pairs], [])))
+    assert abs(got - want) <= 1e-5 and got > without  # more candidates, a larger loss
+    records = [{"query": q, "positive": d, "negatives": [n]}
+               for (q, d), n in zip(_pairs(16, seed=9), sentences(16, TINY_VOCAB, seed=10))]
+    history = train_colbert(enc, records, TrainConfig(epochs=1, batch_size=8, lr=1e-3, seed=0, restore_best=False,
+                                                      progress=False))
+    assert np.isfinite(history[-1]["train_loss"])

@@ -102,7 +102,8 @@ def test_loss_matches_pylate_contrastive(expansion, negatives):
     B, Lq, Ld, d = 6, 8, 11, 16
     # non-negative vectors: PyLate zeroes masked similarities where we take the max over kept tokens only; the two
     # agree whenever some kept token has a similarity >= 0 (always, here)
-    q, docs, negs = _tokens(B, Lq, d, 5, nonneg=True), _tokens(B, Ld, d, 6, nonneg=True), _tokens(B, Ld, d, 7, nonneg=True)
+    q, docs = _tokens(B, Lq, d, 5, nonneg=True), _tokens(B, Ld, d, 6, nonneg=True)
+    negs = _tokens(B, Ld, d, 7, nonneg=True)
     qm = torch.ones(B, Lq, dtype=torch.bool) if expansion else _mask(B, Lq, [8, 3, 5, 8, 1, 6])
     dm, nm = _mask(B, Ld, [11, 4, 1, 9, 6, 2]), _mask(B, Ld, [3, 11, 7, 5, 8, 10])
     feats = [_features(q, qm), _features(docs, dm)] + ([_features(negs, nm)] if negatives else [])

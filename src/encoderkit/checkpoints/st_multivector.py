@@ -156,8 +156,9 @@ def _write_added_tokens(tok: Any, folder: Path) -> None:
     cfg = _json(cfg_file) if cfg_file.is_file() else {}
     if "added_tokens_decoder" in cfg:
         for i, t in missing:
-            cfg["added_tokens_decoder"][str(i)] = {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
-                                                   "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
+            cfg["added_tokens_decoder"][str(i)] = {
+                "content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                "single_word": t.single_word, "special": t.special}
         cfg_file.write_text(json.dumps(cfg, indent=2))
 
 

@@ -173,7 +173,8 @@ def evaluate_beir(folder: str | Path, encoder: Any = None, *, mode: str = "vecto
     """Metrics of a retrieval run on a BEIR folder. With `collection` (already holding the corpus) search goes
     through it; else a temporary collection is built when mode is keyword/hybrid, or exact search in memory
     for vector mode (cosine) and late mode (MaxSim over token vectors, late_run). `ignore_identical_ids` drops a
-    hit whose id equals the query id (one more is retrieved so k stay). Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
+    hit whose id equals the query id (one more is retrieved so k stay).
+    Returns {"ndcg@10": ..., ..., "queries": n, "mode": mode, "seconds": ...}."""
     t0 = time.perf_counter()
     data = load_beir(folder, split)
     final_k, k = k, (k + 1 if ignore_identical_ids else k)

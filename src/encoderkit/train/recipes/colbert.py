@@ -31,7 +31,8 @@ class ColBERTTrainable(ContrastiveTrainable):
     def __init__(self, encoder, temperature: float = 1.0):
         if getattr(encoder, "late", None) is None:
             raise ValueError(f"{encoder.name or 'this model'} has no ColBERT head; add one with "
-                             "encoderkit.multivector.add_colbert_head(encoder) or load a PyLate / MultiVectorEncoder folder")
+                             "encoderkit.multivector.add_colbert_head(encoder) or load a PyLate / MultiVectorEncoder "
+                             "folder")
         super().__init__(encoder, temperature)
 
     def tokens(self, texts: list[str], side: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +71,8 @@ def as_examples(data: list[Any]) -> list[tuple[str, str, list[str]]]:
         else:
             q = p = None
         if not (isinstance(q, str) and q and isinstance(p, str) and p and all(isinstance(n, str) for n in negs)):
-            raise ValueError(f"example {i} is not a (query, positive document) pair of non-empty strings: {str(r)[:80]}")
+            raise ValueError(f"example {i} is not a (query, positive document) pair of non-empty strings: "
+                             f"{str(r)[:80]}")
         out.append((q, p, list(negs)))
     return out
 
