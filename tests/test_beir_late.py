@@ -27,10 +27,10 @@ def dense(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def beir(tmp_path_factory):
-    """40 random-word documents (titled), 9 queries made of words of their relevant document."""
+    """150 random-word documents (titled), 9 queries made of words of their relevant document."""
     b = tmp_path_factory.mktemp("beir")
     (b / "qrels").mkdir()
-    docs = sentences(40, TINY_VOCAB, seed=11, min_len=3, max_len=40)
+    docs = sentences(150, TINY_VOCAB, seed=11, min_len=3, max_len=40)
     queries = {f"q{i}": " ".join(docs[3 * i + 1].split()[:3]) for i in range(9)}
     (b / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": f"w{i}", "text": t}) + "\n"
                                             for i, t in enumerate(docs)), encoding="utf-8")
@@ -62,11 +62,13 @@ def _models(dense):
 
 
 @pytest.mark.parametrize("kind", ["plain", "colbert"])
-def test_late_run_equals_brute_force_maxsim(dense, beir, kind):
+@pytest.mark.parametrize("block", [7, 512], ids=["blocks_of_7", "one_block"])
+def test_late_run_equals_brute_force_maxsim(dense, beir, kind, block):
     enc = _models(dense)[kind]
     data = load_beir(beir)
     want = _brute(enc, data, 10)
-    got = late_run(enc, data, k=10, block=7, batch_size=4)  # 6 blocks: the running top 10 merges across them
+    # blocks of 7: the running top 10 merges across 22 blocks; one block: scored in sub-blocks of 64 documents
+    got = late_run(enc, data, k=10, block=block, batch_size=4)
     assert list(got) == list(want)
     for qid in want:
         w, g = want[qid], got[qid]
@@ -74,7 +76,7 @@ def test_late_run_equals_brute_force_maxsim(dense, beir, kind):
         kth = min(w.values())
         assert {d for d, s in w.items() if s > kth + 1e-4} <= set(g), qid  # the same documents (ties at the cut aside)
     m = evaluate_beir(beir, enc, mode="late", k=10)
-    assert m["mode"] == "late" and m["queries"] == 9 and m["documents"] == 40
+    assert m["mode"] == "late" and m["queries"] == 9 and m["documents"] == 150
     ref = evaluate(data.qrels, want, ["ndcg@10"])
     assert m["ndcg@10"] == pytest.approx(ref["ndcg@10"], abs=1e-4)
 
