@@ -172,7 +172,7 @@ def test_the_plain_training_summary_is_readable(capsys):
                "max_seconds": None, "zero_shot_accuracy": {"0": 0.98765, "1": 1.0},
                "retrieval": {"recall@1": 0.5, "precision@5": None}, "templates": ["a {}", "the {}"],
                "image_size": [28, 28], "bf16": False}
-    args = argparse.Namespace(json=False, recipe_run=lambda a: summary)
+    args = argparse.Namespace(json=False, out="run", recipe_run=lambda a: summary)
     assert _train(args) == 0
     out = capsys.readouterr().out
     assert out.splitlines() == [

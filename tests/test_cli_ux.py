@@ -119,11 +119,11 @@ def test_every_option_and_positional_has_help_text():
 
 
 def test_one_spelling_per_flag_with_the_old_ones_hidden(tmp_path):
-    """The text's field is --text-field, the file written -o/--output and the number of results -k in every command
-    (train's recipes, whose --out is a run folder, aside); the old spellings still parse but are not shown."""
+    """The text's field is --text-field, the file or folder written -o/--output and the number of results -k in every
+    command (train's recipes too); the old spellings still parse but are not shown."""
     visible = {}
     for cmd, a in _options(build_parser(), ["encoderkit"]):
-        if not cmd.startswith("encoderkit train") and a.help != argparse.SUPPRESS:
+        if a.help != argparse.SUPPRESS:
             for flag in a.option_strings:
                 visible.setdefault(flag, []).append(cmd)
     for old in ("--out", "--field", "--column", "--top-k"):
@@ -131,6 +131,8 @@ def test_one_spelling_per_flag_with_the_old_ones_hidden(tmp_path):
     assert {"encoderkit encode", "encoderkit index add"} <= set(visible["--text-field"])
     assert {"encoderkit encode", "encoderkit mine", "encoderkit map", "encoderkit index export"} <= \
         set(visible["--output"]) and "encoderkit reconstruct" in visible["--output"]
+    trains = {c for c, _ in _options(build_parser(), ["encoderkit"]) if c.startswith("encoderkit train ")}
+    assert len(trains) >= 10 and trains <= set(visible["--output"]) and trains <= set(visible["-o"])
     stores = {cmd: a.metavar for cmd, a in _options(build_parser(), ["encoderkit"]) if "--store" in a.option_strings}
     assert stores["encoderkit map"] == "DIR|URL" and stores["encoderkit serve"] == "DIR|URL"
     p = build_parser()
@@ -144,10 +146,18 @@ def test_one_spelling_per_flag_with_the_old_ones_hidden(tmp_path):
         (["classify", "a.png", "-m", "m", "--labels", "a,b"], "top_k", 1),
         (["reconstruct", "run", "x.npy", "--out", "r.npy"], "out", "r.npy"),
         (["reconstruct", "run", "x.npy", "-o", "r.npy"], "out", "r.npy"),
+        (["train", "retrieval", "--data", "d.jsonl", "--out", "run"], "out", "run"),
+        (["train", "retrieval", "--data", "d.jsonl", "-o", "run"], "out", "run"),
+        (["train", "clip", "--data", "mnist", "--output", "run"], "out", "run"),
+        (["train", "clip", "--data", "mnist", "--out", "run"], "out", "run"),
     ]:
         assert getattr(p.parse_args(argv), dest) == want, argv
-    for cmd, old in (("encode", "--field"), ("mine", "--out"), ("classify", "--top-k")):
-        out = subprocess.run([*CLI, cmd, "--help"], capture_output=True, text=True, timeout=60).stdout
+    missing = subprocess.run([*CLI, "train", "retrieval", "--data", str(tmp_path / "d.jsonl")], capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and "give the folder to write: -o/--output DIR" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    for cmd, old in (("encode", "--field"), ("mine", "--out"), ("classify", "--top-k"), ("train retrieval", "--out")):
+        out = subprocess.run([*CLI, *cmd.split(), "--help"], capture_output=True, text=True, timeout=60).stdout
         assert out and not re.search(re.escape(old) + r"(?![\w-])", out), (cmd, old)
 
 

@@ -64,6 +64,8 @@ def _no_recipe(parser: argparse.ArgumentParser) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if not getattr(args, "out", None):
+        raise ValueError("give the folder to write: -o/--output DIR")
     summary = args.recipe_run(args)
     if args.json:
         emit_json(summary)

@@ -57,11 +57,18 @@ def get_recipe(name: str) -> Recipe:
     return all_[name]
 
 
+def add_output_argument(parser: Any, help: str) -> None:
+    """-o/--output DIR, the folder a recipe writes (args.out), as every other command spells its output; --out, the
+    spelling before issue 17, still parses but is not shown. `encoderkit train` refuses a run without either."""
+    parser.add_argument("-o", "--output", dest="out", metavar="DIR", help=help + " (required)")
+    parser.add_argument("--out", dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every recipe shares (data, run folder, optimization)."""
     g = parser.add_argument_group("common training options")
     g.add_argument("--data", help="training data: a folder (e.g. MNIST's IDX files), .npy, .npz (X, y) or .pt")
-    g.add_argument("--out", required=True, help="run folder to write (config.json, weights, metrics, curves)")
+    add_output_argument(g, "run folder to write (config.json, weights, metrics, curves)")
     g.add_argument("--epochs", type=int, help="passes over the data")
     g.add_argument("--batch-size", type=int, help="examples per step")
     g.add_argument("--lr", type=float, help="peak learning rate (AdamW)")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encoderkit.train.recipes import register_recipe
+from encoderkit.train.recipes import add_output_argument, register_recipe
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def train_mnist_dual(style: str, images: np.ndarray, labels: np.ndarray, out: st
 def _args(p: argparse.ArgumentParser) -> None:
     d, m = DualTrainConfig(), DualModelConfig()
     p.add_argument("--data", required=True, help="MNIST folder (t10k IDX files) or .npz with X (N, 28, 28) and y digits")
-    p.add_argument("--out", required=True, help="folder to write (a Hugging Face CLIP / SigLIP checkpoint)")
+    add_output_argument(p, "folder to write (a Hugging Face CLIP / SigLIP checkpoint)")
     p.add_argument("--holdout", type=int, default=2000, help="the last N images are the zero-shot test set")
     p.add_argument("--epochs", type=int, help="passes over the training images (default: clip 5, siglip 6)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per step")
