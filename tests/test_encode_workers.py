@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -62,6 +63,16 @@ def _children_left() -> list[str]:
     return found
 
 
+def _children_staying(seconds: float = 5.0) -> list[str]:
+    """_children_left() once it stays non-empty for `seconds`: a leaked worker stays, while a short-lived child
+    another library of this process ran at that moment (a zombie not yet reaped, a `uname` call; seen once on a
+    CI run, with openvino) is gone by then."""
+    deadline = time.monotonic() + seconds
+    while (left := _children_left()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def _used_workers(caplog) -> str:
     msgs = [r.getMessage() for r in caplog.records if r.name == "encoderkit.compute.workers"]
     return msgs[-1] if msgs else ""
@@ -75,7 +86,7 @@ def test_automatic_workers_give_the_vectors_of_one_process_in_order(dense_dir, c
         auto = enc.encode(TEXTS, batch_size=B)
     assert "over 2 workers (one-thread processes)" in _used_workers(caplog)
     assert auto.shape == one.shape and np.abs(auto - one).max() <= TOL
-    assert _children_left() == []
+    assert _children_staying() == []
     assert torch.get_num_threads() == 2  # the parent keeps its threads
 
 
@@ -128,7 +139,7 @@ def test_a_failing_worker_is_one_exception_naming_the_callers_input(dense_dir):
         enc.encode(TEXTS[:5] + [3] + TEXTS[5:], workers=2)
     with pytest.raises(ValueError, match="unknown precision"):
         enc.encode(TEXTS, workers=2, precision="int4")
-    assert _children_left() == []
+    assert _children_staying() == []
 
 
 def test_a_worker_killed_midway_is_one_clear_error_and_no_zombie(dense_dir):
@@ -145,7 +156,7 @@ def test_a_worker_killed_midway_is_one_clear_error_and_no_zombie(dense_dir):
     assert (enc.tokenize(marked[100:101])[0].ids[1]) == TINY_VOCAB - 1
     with pytest.raises(RuntimeError, match="killed by signal 9"):
         enc.encode(marked, workers=2, batch_size=B)
-    assert _children_left() == []
+    assert _children_staying() == []
     assert enc.encode(TEXTS[:50], workers=1).shape[0] == 50  # the parent still works
 
 
@@ -188,4 +199,4 @@ def test_exported_backends_use_threads_over_a_one_thread_engine(dense_dir, backe
     assert np.abs(two - one).max() <= TOL
     with pytest.raises(ValueError, match=r"^input 101 is longer"):
         enc.encode(TEXTS[:101] + [" ".join(["w7"] * 400)] + TEXTS[101:], workers=2, truncate=False, batch_size=B)
-    assert _children_left() == []
+    assert _children_staying() == []

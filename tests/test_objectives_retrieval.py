@@ -458,8 +458,9 @@ STS_MEASURED = {"cosent": 0.82502, "angle": None}
 @pytest.mark.parametrize("loss", ["cosent", "angle"])
 def test_sts_b_training_from_minilm(loss):
     """all-MiniLM-L6-v2 fine-tuned with CoSENT / AnglE (scale 20) on 1,600 random STS-B train pairs (seed 0; gold
-    scores / 5), 1 epoch of 100 steps of 16 pairs, lr 2e-5, 10 warmup steps; STS-B test Spearman reproducible
-    within 0.005 of the measured figure. Took 30 min of training on the shared 2-core CPU at load ~12."""
+    scores / 5), 1 epoch of 100 steps of 16 pairs, lr 2e-5, 10 warmup steps, the checkpoint's attention dropout
+    kept (train_retrieval's default drops it since issue 16's SciFact runs: here that gave 0.82199, no better than
+    the untrained 0.82032); STS-B test Spearman reproducible within 0.005 of the measured figure."""
     import random
 
     import encoderkit
@@ -475,7 +476,8 @@ def test_sts_b_training_from_minilm(loss):
     recs = random.Random(0).sample(recs, 1600)
     enc = encoderkit.load("all-MiniLM-L6-v2")
     train_retrieval(enc, recs, loss, TrainConfig(epochs=1, batch_size=16, lr=2e-5, warmup_steps=10,
-                                                 restore_best=False, progress=False, seed=0))
+                                                 restore_best=False, progress=False, seed=0),
+                    attention_dropout=None)  # measured with the checkpoint's attention dropout 0.1 (0.82199 without)
     res = evaluate_sts(data_path("stsbenchmark", "sts-test.csv"), enc)
     assert abs(res["spearman"] - STS_MEASURED[loss]) <= 0.005, res
     # and above the untrained model: the band alone (0.820-0.830) holds all-MiniLM-L6-v2 itself (0.82032 measured
