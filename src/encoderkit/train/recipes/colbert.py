@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
-from encoderkit.train.recipes.text import ContrastiveTrainable, _set_attention_dropout, read_pairs
+from encoderkit.train.recipes.text import ContrastiveTrainable, attention_dropout_while_training, read_pairs
 
 
 class ColBERTTrainable(ContrastiveTrainable):
@@ -104,14 +104,8 @@ def train_colbert(encoder, data: list[Any], config=None, *, temperature: float =
     loader = torch.utils.data.DataLoader(examples, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed),
                                          collate_fn=_collate(num_negatives))
-    saved = _set_attention_dropout(encoder.model, attention_dropout)
-    try:
+    with attention_dropout_while_training(encoder, attention_dropout):
         return fit(model, loader, cfg, None, encoder, report)
-    finally:
-        for m, p in saved.items():
-            m.dropout = p
-        encoder.model.eval()
-        encoder.head.eval()
 
 
 def load_colbert(model: str, *, dim: int = 128, query_length: int = 32, document_length: int = 256,

@@ -26,7 +26,7 @@ import torch
 
 from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
 from encoderkit.train.recipes._evaluation import add_eval_arguments, configure_evaluation
-from encoderkit.train.recipes.text import ContrastiveTrainable, _set_attention_dropout
+from encoderkit.train.recipes.text import ContrastiveTrainable, attention_dropout_while_training
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "margin-mse", "kl", "cosent", "angle")
 _PAIR_LOSSES = ("cosent", "angle")
@@ -122,14 +122,8 @@ def train_retrieval(encoder, records: list[dict], loss: str = "mnrl", config=Non
         raise ValueError(f"{len(records)} records give no full batch of {cfg.batch_size}; lower the batch size")
     loader = torch.utils.data.DataLoader(records, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=list)
-    saved = _set_attention_dropout(encoder.model, attention_dropout)
-    try:
+    with attention_dropout_while_training(encoder, attention_dropout):
         return fit(model, loader, cfg, evaluator, encoder, report)
-    finally:
-        for m, p in saved.items():
-            m.dropout = p
-        encoder.model.eval()
-        encoder.head.eval()
 
 
 def numbered_records(path: str | Path) -> list[tuple[int, Any]]:

@@ -10,6 +10,7 @@ The tokenizer defaults to the one of the packaged all-MiniLM-L6-v2 (WordPiece, 3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -363,6 +364,20 @@ def _set_attention_dropout(model: nn.Module, p: float | None) -> dict[nn.Module,
     return old
 
 
+@contextlib.contextmanager
+def attention_dropout_while_training(encoder, p: float | None):
+    """Inside: every self-attention block of the encoder drops attention probabilities with p (None: the
+    checkpoint's own value). After, even on an error: the old values back, the encoder in eval mode."""
+    saved = _set_attention_dropout(encoder.model, p)
+    try:
+        yield
+    finally:
+        for m, old in saved.items():
+            m.dropout = old
+        encoder.model.eval()
+        encoder.head.eval()
+
+
 def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temperature: float = 0.05,
                       attention_dropout: float | None = 0.0) -> list[dict[str, Any]]:
     """Fine-tune a loaded text Encoder in place on (query, positive document) pairs with in-batch negatives
@@ -385,15 +400,8 @@ def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temper
     model = ContrastiveTrainable(encoder, temperature)
     loader = torch.utils.data.DataLoader(_Pairs(pairs), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=_collate_pairs)
-    saved = _set_attention_dropout(encoder.model, attention_dropout)
-    try:
-        history = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
-    finally:
-        for m, p in saved.items():
-            m.dropout = p
-        encoder.model.eval()
-        encoder.head.eval()
-    return history
+    with attention_dropout_while_training(encoder, attention_dropout):
+        return Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
 
 
 # ------------------------------------------------------------------------------------ CLI recipes
