@@ -41,12 +41,9 @@ def bulk_compute() -> str:
     a vector's last digits: "bf16" where the CPU multiplies bfloat16 natively (AMX-BF16 / AVX512-BF16: about 3x
     fp32 on 256-token texts, cosine >= 0.9999 to fp32), the fastest exact engine ("auto") elsewhere. Tests that
     compare with a published figure to four decimals (tests/scifact_fixtures.py) stay exact."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return "bf16" if {"amx_bf16", "avx512_bf16"} & set(flags) else "auto"
+    from encoderkit.compute.int8 import cpu_flags
+
+    return "bf16" if {"amx_bf16", "avx512_bf16"} & cpu_flags() else "auto"
 
 
 @pytest.fixture(scope="session")

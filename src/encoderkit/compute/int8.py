@@ -29,15 +29,20 @@ ROWS = 256  # rows (tokens) per block: measured 256 > 128 > 512 > unblocked on M
 
 
 @functools.lru_cache(maxsize=1)
-def fast_int8_matmul() -> bool:
-    """Whether this CPU has int8 dot-product instructions that torch._int_mm (oneDNN) uses: AMX-INT8,
-    AVX512-VNNI or AVX-VNNI (Linux: /proc/cpuinfo flags). Elsewhere int8 GEMMs are slower than fp32."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux: /proc/cpuinfo); empty where they cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return bool({"amx_int8", "avx512_vnni", "avx_vnni"} & set(flags))
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+                          []))
+
+
+def fast_int8_matmul() -> bool:
+    """Whether this CPU has int8 dot-product instructions that torch._int_mm (oneDNN) uses: AMX-INT8,
+    AVX512-VNNI or AVX-VNNI. Elsewhere int8 GEMMs are slower than fp32."""
+    return bool({"amx_int8", "avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,4 +91,4 @@ def quantize_linears(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["Int8Linear", "fast_int8_matmul", "quantize_linears", "quantize_rows"]
+__all__ = ["Int8Linear", "cpu_flags", "fast_int8_matmul", "quantize_linears", "quantize_rows"]
