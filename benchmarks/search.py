@@ -9,9 +9,10 @@ indexes are trained on a sample of the size the Collection uses) at scale: build
 search, queries/s (one query at a time) and bytes per vector of the serialized index. `lowrank` vectors have an
 intrinsic dimension of 32 plus noise, closer to real embeddings than isotropic Gaussians.
 
-    python benchmarks/search.py --scifact [--limit 1000] [--query-limit 300] [--sparse-model FOLDER] [--threads 1]
+    python benchmarks/search.py --scifact [--limit 1000] [--query-limit 300] [--sparse-model FOLDER] [--colbert-model FOLDER]
+        [--exact-queries N] [--threads 1]
 
-measures each search mode (dense, BM25, late, sparse, hybrid) on BEIR SciFact: NDCG@10, queries/s and bytes per
+measures each search mode (dense, BM25, late exact and through PLAID, sparse, hybrid) on BEIR SciFact: NDCG@10, queries/s and bytes per
 document on disk and in memory (benchmarks/search_modes.py)."""
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def main() -> None:
                                                             "others; 0: all 5,183)")
     ap.add_argument("--query-limit", type=int, default=0, help="--scifact: test queries used (0: all 300)")
     ap.add_argument("--sparse-model", help="--scifact: a SPLADE / SparseEncoder folder for the sparse mode")
+    ap.add_argument("--colbert-model", help="--scifact: a ColBERT / MultiVectorEncoder folder (e.g. from `encoderkit "
+                                            "train colbert`) for late rows of its own collection")
+    ap.add_argument("--exact-queries", type=int, default=0, help="--scifact: queries for the exact late rows (MaxSim "
+                                                                 "over every document; 0: all)")
     ap.add_argument("--timing-queries", type=int, default=50, help="--scifact: queries timed with their encoding")
     ap.add_argument("--beir", metavar="DIR", help="--scifact: the SciFact folder (default $ENCODERKIT_DATA/scifact)")
     args = ap.parse_args()

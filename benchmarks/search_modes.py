@@ -20,6 +20,16 @@ from typing import Any
 import numpy as np
 
 MAIN = "sentence-transformers/all-MiniLM-L6-v2"
+EXACT = 1 << 30  # late_nprobe past every centroid and late_candidates past every document: exact MaxSim over all
+
+
+def late_plans(name: str, n_docs: int, exact_queries: int) -> list[tuple[str, str, dict]]:
+    """Late search of one collection (PLAID cache): exact MaxSim over every document, then PLAID at a few depths."""
+    return [(f"late {name}, exact (MaxSim over every document)", "late",
+             {"late_nprobe": EXACT, "late_candidates": n_docs, "query_limit": exact_queries}),
+            (f"late {name}, PLAID nprobe 4, 64 re-scored (default)", "late", {}),
+            (f"late {name}, PLAID nprobe 2, 32 re-scored", "late", {"late_nprobe": 2, "late_candidates": 32}),
+            (f"late {name}, PLAID nprobe 8, 256 re-scored", "late", {"late_nprobe": 8, "late_candidates": 256})]
 
 
 def subset(data: Any, limit: int, n_queries: int) -> tuple[list[str], list[str], dict, dict]:
@@ -65,8 +75,9 @@ def footprint(col: Any) -> dict[str, tuple[int, int]]:
         out["sparse"] = (tables.get("sparse", 0) + tables.get("sparse_rid", 0), 0)
     if "late" in col.kinds:
         late = col._sync_late()
-        out["late"] = (tables.get("multivectors", 0) + files.get("late.faiss", 0),
-                       len(faiss.serialize_index(late.vi.index)))
+        mem = late.nbytes() if hasattr(late, "nbytes") else len(faiss.serialize_index(late.vi.index))
+        out["late"] = (tables.get("multivectors", 0) + files.get("late.faiss", 0), mem)
+        out["late exact"] = (tables.get("multivectors", 0), 0)  # no index: every stored token matrix read per query
     return out
 
 
@@ -113,11 +124,12 @@ def one_pass(enc: Any, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
     return V.astype(np.float32), M
 
 
-def build(path: Path, encoder: Any, ids: list[str], texts: list[str], kinds: list[str]) -> tuple[Any, float]:
+def build(path: Path, encoder: Any, ids: list[str], texts: list[str], kinds: list[str],
+          late_index: str | None = None) -> tuple[Any, float]:
     from encoderkit.store import Collection
 
     t0 = time.perf_counter()
-    col = Collection.open(path, encoder, kinds=kinds)
+    col = Collection.open(path, encoder, kinds=kinds, late_index=late_index)
     fast = kinds == ["dense", "late"] and encoder.pooling == "mean" and not encoder.dense
     for s in range(0, len(ids), 256):
         if fast:
@@ -126,7 +138,11 @@ def build(path: Path, encoder: Any, ids: list[str], texts: list[str], kinds: lis
         else:
             col.add(texts[s:s + 256], ids=ids[s:s + 256])
     col.flush()
-    return col, time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if "late" in kinds:
+        col._sync_late()  # PLAID: k-means + every document's codes, timed apart from the encoding
+        col.flush()
+    return col, time.perf_counter() - t0, time.perf_counter() - t1
 
 
 def rows_for(col: Any, queries: dict, qrels: dict, plans: list[tuple[str, str, dict]], timing: int = 50) -> list[dict]:
@@ -138,17 +154,24 @@ def rows_for(col: Any, queries: dict, qrels: dict, plans: list[tuple[str, str, d
     given_all = encodings(col, queries, [k for k in ("vector", "late", "sparse") if k in col.modes()])
     rows = []
     for label, mode, opts in plans:
+        opts = dict(opts)
+        limit = opts.pop("query_limit", 0)  # a slow plan (exact MaxSim over every document): the first queries only
+        few_q = dict(list(queries.items())[:limit]) if limit else queries
         lists = opts.get("modes") or [mode]
         given = {q: {k: v for k, v in g.items() if {"vector": "vector", "multivector": "late",
                                                        "sparse": "sparse"}[k] in lists} for q, g in given_all.items()}
         col.search(next(iter(queries.values())), k=10, mode=mode, **opts)  # warm: indexes loaded, model ready
-        run, qps_search = timed_run(col, queries, mode, given, **opts)
-        few = dict(list(queries.items())[:timing])  # the end-to-end rate on the first queries only: NDCG needs one run
+        run, qps_search = timed_run(col, few_q, mode, given, **opts)
+        few = dict(list(few_q.items())[:timing])  # the end-to-end rate on the first queries only: NDCG needs one run
         _, qps_all = timed_run(col, few, mode, None, **opts)
-        disk = sum(size[m][0] for m in lists)
-        mem = sum(size[m][1] for m in lists)
-        rows.append({"mode": label, "ndcg@10": evaluate(qrels, run, ["ndcg@10"])["ndcg@10"],
+        sizes = [size["late exact" if m == "late" and opts.get("late_nprobe") == EXACT else m] for m in lists]
+        disk, mem = sum(s[0] for s in sizes), sum(s[1] for s in sizes)
+        rows.append({"mode": label + (f" (first {limit} queries)" if limit else ""),
+                     "ndcg@10": evaluate({q: qrels[q] for q in few_q}, run, ["ndcg@10"])["ndcg@10"],
                      "qps": qps_all, "qps_search": qps_search, "disk_per_doc": disk / n, "mem_per_doc": mem / n})
+        r = rows[-1]
+        print(f"| {r['mode']} | {r['ndcg@10']:.4f} | {r['qps']:,.1f} | {r['qps_search']:,.1f} | "
+              f"{r['disk_per_doc']:,.0f} | {r['mem_per_doc']:,.0f} |", flush=True)
     return rows
 
 
@@ -175,18 +198,27 @@ def run(args: Any) -> None:
     enc.token_late = True  # MiniLM's own normalized token vectors for late interaction, no training
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        col, took = build(Path(tmp) / "main", enc, ids, texts, ["dense", "late"])
-        print(f"built dense + late + BM25 collection in {took:.0f} s")
+        col, took, t_plaid = build(Path(tmp) / "main", enc, ids, texts, ["dense", "late"], "PLAID")
+        print(f"built dense + late + BM25 collection in {took:.0f} s (PLAID cache: {col._sync_late().K} centroids, "
+              f"{t_plaid:.0f} s)", flush=True)
         rows += rows_for(col, queries, qrels, [
             ("dense (vector)", "vector", {}),
             ("BM25 (keyword)", "keyword", {}),
-            ("late (MaxSim, MiniLM tokens)", "late", {}),
+            *late_plans("MiniLM tokens", len(ids), args.exact_queries),
             ("hybrid vector+keyword (RRF)", "hybrid", {"modes": ["vector", "keyword"]}),
-            ("hybrid vector+keyword+late (RRF)", "hybrid", {"modes": ["vector", "keyword", "late"]}),
+            ("hybrid vector+keyword+late (RRF, PLAID)", "hybrid", {"modes": ["vector", "keyword", "late"]}),
         ], args.timing_queries)
         col.close()
+        if args.colbert_model:
+            cb, took, t_plaid = build(Path(tmp) / "colbert", encoderkit.load(args.colbert_model), ids, texts, ["late"],
+                                      "PLAID")
+            print(f"built ColBERT collection ({args.colbert_model}) in {took:.0f} s (PLAID cache: "
+                  f"{cb._sync_late().K} centroids, {t_plaid:.0f} s)", flush=True)
+            rows += rows_for(cb, queries, qrels, late_plans("ColBERT head", len(ids), args.exact_queries),
+                             args.timing_queries)
+            cb.close()
         if args.sparse_model:
-            sp, took = build(Path(tmp) / "sparse", encoderkit.load(args.sparse_model), ids, texts, ["sparse"])
+            sp, took, _ = build(Path(tmp) / "sparse", encoderkit.load(args.sparse_model), ids, texts, ["sparse"])
             print(f"built sparse collection ({args.sparse_model}) in {took:.0f} s")
             rows += rows_for(sp, queries, qrels, [("sparse", "sparse", {}),
                                                   ("hybrid keyword+sparse (RRF)", "hybrid",

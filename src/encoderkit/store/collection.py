@@ -17,7 +17,7 @@ import numpy as np
 
 from encoderkit.store.documents import DocumentsMixin, fetch_documents
 from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
-from encoderkit.store.kinds import LISTS, KindsMixin, kinds_meta
+from encoderkit.store.kinds import DEFAULT_LATE_INDEX, LISTS, KindsMixin, check_late_factory, kinds_meta
 from encoderkit.store.records import Hit, collection_path, content_hash  # noqa: F401  (re-exported)
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from encoderkit.store.validate import check_delete, check_document, surrogate_at
@@ -66,7 +66,9 @@ class Collection(KindsMixin, DocumentsMixin):
         than the one the collection was built with is refused. A URL postgresql://user@host:port/db?collection=NAME
         opens collection NAME in that PostgreSQL database instead (pgvector backend, store/pg_collection.py).
         kinds (at creation): what to hold, any of "dense", "sparse", "late" (default: a SPLADE model's sparse, a
-        ColBERT model's late, else dense; store/kinds.py); late_index: the FAISS factory of the token index."""
+        ColBERT model's late, else dense; store/kinds.py); late_index: how late candidates are found, "PLAID" (the
+        default: k-means centroids, store/plaid.py; exact MaxSim below 4,096 tokens), "PLAID{K}", or the FAISS
+        factory of a token index ("Flat", "HNSW32")."""
         if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
             from encoderkit.store.pg_collection import PgCollection
 
@@ -85,10 +87,10 @@ class Collection(KindsMixin, DocumentsMixin):
             encoder = encoderkit.load(str(encoder))
         extra = None
         if not db.exists():  # validate everything before creating anything: a bad --index leaves no folder behind
-            extra = kinds_meta(encoder, kinds, late_index)
+            extra = kinds_meta(encoder, kinds, late_index or DEFAULT_LATE_INDEX)
             check_factory(index or "Flat", int(extra.get("dim", encoder.dim)), metric or "cosine")
             if "late_dim" in extra:
-                check_factory(extra["late_index"], int(extra["late_dim"]), "ip")
+                check_late_factory(extra["late_index"], int(extra["late_dim"]))
             path.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(db)
         meta = store.meta()
@@ -97,7 +99,7 @@ class Collection(KindsMixin, DocumentsMixin):
                 store.close()
                 raise ValueError(f"collection at {path} has no recorded model; open it with an encoder")
             factory, metric = index or "Flat", metric or "cosine"
-            extra = extra or kinds_meta(encoder, kinds, late_index)
+            extra = extra or kinds_meta(encoder, kinds, late_index or DEFAULT_LATE_INDEX)
             check_factory(factory, int(extra.get("dim", encoder.dim)), metric)
             with store.transaction():
                 meta = store.meta()  # another process may have created it meanwhile
@@ -338,7 +340,7 @@ class Collection(KindsMixin, DocumentsMixin):
                rerank: Any = None, rerank_top: int = 50, *, vector: np.ndarray | None = None, sparse: Any = None,
                multivector: np.ndarray | None = None, fusion: str = "rrf", alpha: float = 0.5,
                weights: Sequence[float] | dict | None = None, modes: Sequence[str] | None = None, rrf_k: int = 60,
-               candidates: int | None = None, late_candidates: int | None = None,
+               candidates: int | None = None, late_candidates: int | None = None, late_nprobe: int | None = None,
                ef_search: int | None = None, nprobe: int | None = None,
                group_by_document: bool | None = None) -> list[Hit]:
         """Top-k documents for a query. mode: vector | keyword | sparse | late | hybrid. hybrid fuses `modes` (any of
@@ -347,7 +349,9 @@ class Collection(KindsMixin, DocumentsMixin):
         order; weighted vector + keyword default to alpha, 1 - alpha). where: metadata filter applied before
         top-k. rerank: an object with .score(query, passages) or a cross-encoder name/path, on the top
         `rerank_top`. A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
-        query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector.
+        query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector (a FAISS
+        token index), or documents re-scored exactly (a PLAID index; default max(4 k, 64)); late_nprobe: PLAID's
+        centroids probed per query token (default 4).
         group_by_document (default on; False: the chunks themselves): chunks of one document come back once, as
         the document's id with its best chunk's score and text (hit.chunk_id, hit.matched_chunks; store/documents.py)."""
         k = _check_k(k)
@@ -371,7 +375,7 @@ class Collection(KindsMixin, DocumentsMixin):
             rerank_top = _check_k(rerank_top, "rerank_top")
         depth = max(k, rerank_top) if rerank is not None else k
         opts = dict(vector=vector, sparse=sparse, multivector=multivector, late_candidates=late_candidates,
-                    ef_search=ef_search, nprobe=nprobe)
+                    late_nprobe=late_nprobe, ef_search=ef_search, nprobe=nprobe)
 
         def fetch(n: int) -> list[Hit]:
             return self._ranked_hits(mode, names, text, n, where, (fusion, weights, alpha, rrf_k, candidates), opts)

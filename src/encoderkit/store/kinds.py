@@ -1,6 +1,6 @@
 """What a collection holds beside one dense vector per document, and how it is searched: learned sparse vectors
 (`mode="sparse"`, store/sparse_index.py) and token vectors for late interaction (`mode="late"`,
-store/late_index.py). A collection records its kinds in its meta ("kinds": "dense,sparse,late"); one created
+store/late_index.py; candidates from PLAID centroids, store/plaid.py, or a FAISS token index). A collection records its kinds in its meta ("kinds": "dense,sparse,late"); one created
 before kinds existed holds "dense" only and opens as before. The encoder contract: `encode(texts,
 output="sparse")` -> scipy CSR (n, vocab); `encode(texts, output="multivector")` -> list of (n_i, d) arrays;
 `encode_query` / `encode_document` for the two sides when the model has them."""
@@ -14,12 +14,14 @@ import numpy as np
 from encoderkit.store.fusion import rrf, weighted
 from encoderkit.store.late_index import (LATE_INDEX_NAME, SQLiteMultivectors, TokenIndex, maxsim,
                                          prepare_multivectors)
+from encoderkit.store.plaid import MIN_CANDIDATES, MIN_TOKENS, NPROBE, RETRAIN_GROWTH, PlaidIndex, is_plaid
 from encoderkit.store.sparse_index import SQLiteSparse, as_rows
 
 log = logging.getLogger(__name__)
 
 KINDS = ("dense", "sparse", "late")
 LISTS = ("vector", "keyword", "sparse", "late")  # what hybrid search can fuse
+DEFAULT_LATE_INDEX = "PLAID"  # a new embedded collection's late index (PostgreSQL: "Flat", store/pg_kinds.py)
 EXACT_LATE_BELOW = 2048  # a filter leaving at most this many documents: MaxSim over all of them, no candidates
 
 
@@ -89,6 +91,17 @@ def default_kinds(encoder: Any, have: dict[str, int]) -> list[str]:
             and not (k == "late" and lt is None and not token_late)]
 
 
+def check_late_factory(factory: str, dim: int) -> None:
+    """Refuse a late index this store cannot build: 'PLAID' / 'PLAID{K}', or a FAISS factory ('Flat', 'HNSW32')."""
+    from encoderkit.store.faiss_index import check_factory
+    from encoderkit.store.plaid import check_plaid
+
+    if factory.startswith("PLAID"):
+        check_plaid(factory)
+    else:
+        check_factory(factory, dim, "ip")
+
+
 def kinds_meta(encoder: Any, kinds: Sequence[str] | None, late_index: str | None = None) -> dict[str, str]:
     """The meta entries of a new collection: its kinds (default: default_kinds) and their sizes; a collection
     without dense vectors records dim 1 (its documents keep a zero placeholder vector)."""
@@ -124,9 +137,10 @@ class KindsMixin:
         self.vocab = int(meta["vocab"]) if "vocab" in meta else None
         self.late_dim = int(meta["late_dim"]) if "late_dim" in meta else None
         self.late_factory = meta.get("late_index", "Flat")
-        self._late_index: TokenIndex | None = None
+        self._late_index: TokenIndex | PlaidIndex | None = None
         self._late_dirty = False
         self.late_per_token = 32
+        self.late_nprobe = NPROBE  # PLAID: centroids probed per query token
         self._open_kind_stores()
 
     def _open_kind_stores(self) -> None:
@@ -174,10 +188,12 @@ class KindsMixin:
             self._mv.insert(rids, extra["late"])
 
     # ------------------------------------------------------------------ the token index (SQLite's cache)
-    def _sync_late(self) -> TokenIndex:
+    def _sync_late(self) -> TokenIndex | PlaidIndex:
         gen = self.store.generation()
         if self._late_index is not None and self._late_index.generation == gen:
             return self._late_index
+        if is_plaid(self.late_factory):
+            return self._sync_plaid(gen)
         idx = TokenIndex.load(self.path / LATE_INDEX_NAME, self.late_dim, self.late_factory, gen, self.meta["uid"])
         if idx is None:
             log.info("building the token-vector index of %s", self.path)
@@ -189,12 +205,41 @@ class KindsMixin:
         self._late_index = idx
         return idx
 
+    def _sync_plaid(self, gen: int) -> PlaidIndex:
+        """The PLAID cache, loaded if it reflects this generation, else rebuilt: k-means on a sample of the stored
+        token vectors (none below MIN_TOKENS: every document is then scored exactly), every document's codes."""
+        path = self.path / LATE_INDEX_NAME
+        idx = PlaidIndex.load(path, self.late_dim, self.late_factory, gen, self.meta["uid"])
+        if idx is None:
+            idx = PlaidIndex(self.late_dim, self.late_factory)
+            n_tokens = self._mv.count_tokens()
+            if n_tokens >= MIN_TOKENS:
+                from encoderkit.store.plaid import SAMPLE_PER_CENTROID, n_centroids
+
+                K = n_centroids(self.late_factory, n_tokens)
+                log.info("training %d PLAID centroids on the token vectors of %s (%d tokens)", K, self.path, n_tokens)
+                p = min(1.0, 1.2 * SAMPLE_PER_CENTROID * K / n_tokens)
+                rng = np.random.default_rng(0)
+                sample = [X[rng.random(len(X)) < p] for _, mvs in self._mv.iter_all(batch=256) for X in mvs]
+                idx.train(np.concatenate(sample), n_tokens)
+                for rids, mvs in self._mv.iter_all(batch=256):
+                    idx.add(rids, mvs)
+            idx.generation = gen
+            self._late_dirty = True
+        self._late_index = idx
+        return idx
+
     def _after_write_late(self, g0: int, g1: int, removed: list[int], added: tuple | None) -> None:
         idx = self._late_index
         if idx is None or "late" not in self.kinds:
             return
         if idx.generation != g0:
             self._late_index = None
+            return
+        if isinstance(idx, PlaidIndex) and added is not None and (
+                idx.trained_tokens * RETRAIN_GROWTH < self._mv.count_tokens() if idx.is_trained
+                else self._mv.count_tokens() >= MIN_TOKENS):
+            self._late_index = None  # enough tokens to train centroids now, or many more than they were trained on
             return
         try:
             idx.remove(removed)
@@ -238,12 +283,20 @@ class KindsMixin:
         return self._sparse.search(terms, weights, k, where)
 
     def _late_search(self, Q: np.ndarray, k: int, where, per_token: int | None = None, ef_search=None,
-                     nprobe=None) -> list[tuple[int, float]]:
-        """(rid, MaxSim) of the top-k documents: candidates from the token index, then exact MaxSim over their
-        stored token vectors (exact over every allowed document when a filter leaves few, or candidates run dry)."""
+                     nprobe=None, late_nprobe: int | None = None) -> list[tuple[int, float]]:
+        """(rid, MaxSim) of the top-k documents: candidates from the token index (or PLAID's centroids), then
+        exact MaxSim over their stored token vectors (exact over every allowed document when a filter leaves few,
+        or candidates run dry)."""
         allowed = self.store.filter_rids(where) if where is not None else None
         if allowed is not None and len(allowed) == 0:
             return []
+        if is_plaid(self.late_factory):
+            idx = self._sync_late()
+            if idx.is_trained:
+                n = max(k, per_token or max(4 * k, MIN_CANDIDATES))
+                rids, _ = idx.candidates(Q, n, late_nprobe or self.late_nprobe, allowed)
+                return self._maxsim_top(Q, k, np.sort(rids))
+            return self._maxsim_top(Q, k, allowed)  # too few tokens for centroids: every document, exactly
         rids = None
         if allowed is None or len(allowed) > EXACT_LATE_BELOW:
             rids = self._late_candidates(Q, per_token or max(self.late_per_token, k), ef_search, nprobe)
@@ -251,15 +304,18 @@ class KindsMixin:
                 rids = np.intersect1d(rids, allowed)
             if rids is not None and len(rids) < k:
                 rids = None  # too few candidates: score them all
+        return self._maxsim_top(Q, k, rids if rids is not None else allowed)
+
+    def _maxsim_top(self, Q: np.ndarray, k: int, rids: np.ndarray | None) -> list[tuple[int, float]]:
+        """(rid, exact MaxSim) of the top-k among `rids` (None: every document), from their stored token vectors."""
         scored: list[tuple[int, float]] = []
-        chunks = self._mv.iter_all(rids if rids is not None else allowed)
-        for ids, mvs in chunks:
+        for ids, mvs in self._mv.iter_all(rids, batch=256):
             scored.extend((int(r), maxsim(Q, D)) for r, D in zip(ids, mvs))
         scored.sort(key=lambda t: (-t[1], t[0]))
         return scored[:k]
 
     def _ranked_lists(self, names: Sequence[str], text: str | None, depth: int, where, *, vector, sparse, multivector,
-                      late_candidates, ef_search, nprobe) -> dict[str, list[tuple[int, float]]]:
+                      late_candidates, ef_search, nprobe, late_nprobe=None) -> dict[str, list[tuple[int, float]]]:
         out = {}
         for name in names:
             if name == "vector":
@@ -274,7 +330,7 @@ class KindsMixin:
             elif name == "late":
                 self._need("late")
                 out[name] = self._late_search(self._query_multivector(text, multivector), depth, where,
-                                              late_candidates, ef_search, nprobe)
+                                              late_candidates, ef_search, nprobe, late_nprobe)
         return out
 
     @staticmethod
@@ -307,10 +363,16 @@ class KindsMixin:
         if isinstance(self._mv, SQLiteMultivectors):  # the token index (a cache) against the stored token vectors
             rows = self.store.conn.execute("SELECT rid FROM multivectors WHERE n > 0 ORDER BY rid").fetchall()
             want = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            got = self._sync_late().doc_ids()
-            if not np.array_equal(got, want):
-                problems.append(f"token index disagrees with the stored token vectors: {len(np.setdiff1d(want, got))} "
-                                f"documents missing, {len(np.setdiff1d(got, want))} extra")
+            idx = self._sync_late()
+            if idx.is_trained:  # an untrained PLAID cache holds no documents: every search is exact
+                got = idx.doc_ids()
+                if not np.array_equal(got, want):
+                    problems.append(f"{'PLAID cache' if isinstance(idx, PlaidIndex) else 'token index'} disagrees "
+                                    f"with the stored token vectors: {len(np.setdiff1d(want, got))} documents "
+                                    f"missing, {len(np.setdiff1d(got, want))} extra")
+            if isinstance(idx, PlaidIndex) and len(want):  # codes of a few documents recomputed from their vectors
+                pick = np.random.default_rng(len(want)).choice(want, size=min(64, len(want)), replace=False)
+                problems += idx.problems(self._mv.get(pick.tolist()))
         return problems
 
     def sparse_vectors(self, ids: str | Sequence[str]) -> Any:

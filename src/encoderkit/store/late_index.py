@@ -4,7 +4,9 @@ CASCADE, so they commit or roll back with it), and a FAISS index over all token 
 candidates: the documents owning the nearest tokens of each query token. Candidates are then scored exactly,
 MaxSim(Q, D) = sum_i max_j q_i . d_j (Khattab & Zaharia, 2020). The token index is a cache of SQLite, saved as
 `late.faiss` + `late.json` with the generation it reflects, and rebuilt when that does not match, like the
-dense index; a token's FAISS id is rid * 2**16 + its position."""
+dense index; a token's FAISS id is rid * 2**16 + its position. A collection whose late index is "PLAID" (the default
+for new embedded collections) keeps k-means centroids and codes under the same file names instead (store/plaid.py):
+a few bytes per token in memory rather than the token vectors themselves."""
 from __future__ import annotations
 
 import logging
