@@ -11,7 +11,7 @@ import pytest
 
 from encoderkit.store import Collection
 from encoderkit.store.late_index import LATE_INDEX_NAME
-from encoderkit.store.plaid import PlaidIndex, check_plaid, n_centroids
+from encoderkit.store.plaid import RETRAIN_GROWTH, PlaidIndex, check_plaid, n_centroids
 from pg_server import collection_url, pg_url, unique_name  # noqa: F401  (pg_url: the session's server)
 from store_fakes import FakeSparseLateEncoder
 
@@ -214,3 +214,17 @@ def test_default_late_index_per_backend(tmp_path, pg_url):
     with pytest.raises(ValueError, match="PLAID"):
         Collection.open(collection_url(pg_url, unique_name()), FakeSparseLateEncoder(late_dim=D), kinds=["late"],
                         late_index="PLAID")
+
+
+def test_centroids_retrained_when_the_collection_grows(tmp_path, gen):
+    c, docs = _make(tmp_path / "c", gen, n=200)
+    first = c._sync_late()
+    t0 = first.trained_tokens
+    assert t0 == sum(map(len, docs.values())) == first.n_tokens
+    c.add(["a"], ids=["a"], multivectors=[gen.doc()])
+    assert c._sync_late() is first and first.trained_tokens == t0  # a small write: codes added in place
+    more = {f"m{i}": gen.doc() for i in range(1000)}
+    c.add(list(more), ids=list(more), multivectors=list(more.values()))
+    again = c._sync_late()
+    assert again is not first and again.trained_tokens > RETRAIN_GROWTH * t0 and c.check()["ok"]
+    c.close()

@@ -237,8 +237,8 @@ class KindsMixin:
             self._late_index = None
             return
         if isinstance(idx, PlaidIndex) and added is not None and (
-                idx.trained_tokens * RETRAIN_GROWTH < self._mv.count_tokens() if idx.is_trained
-                else self._mv.count_tokens() >= MIN_TOKENS):
+                idx.trained_tokens * RETRAIN_GROWTH < idx.n_tokens + sum(map(len, added[1])) if idx.is_trained
+                else self._mv.count_tokens() >= MIN_TOKENS):  # (untrained: a small collection, a cheap count)
             self._late_index = None  # enough tokens to train centroids now, or many more than they were trained on
             return
         try:

@@ -59,6 +59,7 @@ class PlaidIndex:
         self.C: np.ndarray | None = None  # (K, d) unit centroids; None: untrained (too few tokens)
         self.trained_tokens = 0
         self.rids = np.zeros(0, np.int64)  # (n,) documents holding at least one token
+        self.ntok = np.zeros(0, np.int32)  # (n,) their token counts (to know when to retrain)
         self.offsets = np.zeros(1, np.int64)  # (n + 1,) document i's codes are codes[offsets[i]:offsets[i + 1]]
         self.codes = np.zeros(0, np.int32)  # distinct codes of each document, sorted within it
         self.generation = -1
@@ -76,11 +77,15 @@ class PlaidIndex:
     def doc_ids(self) -> np.ndarray:
         return np.sort(self.rids)
 
+    @property
+    def n_tokens(self) -> int:
+        return int(self.ntok.sum())
+
     def nbytes(self) -> int:
         """Bytes held in memory (centroids, codes, offsets, ids, inverted lists)."""
         lists = self._inverted()
         return int((0 if self.C is None else self.C.nbytes) + self.codes.nbytes + self.offsets.nbytes
-                   + self.rids.nbytes + (lists[0].nbytes + lists[1].nbytes if lists else 0))
+                   + self.rids.nbytes + self.ntok.nbytes + (lists[0].nbytes + lists[1].nbytes if lists else 0))
 
     # ------------------------------------------------------------------ build
     def train(self, sample: np.ndarray, n_tokens: int) -> None:
@@ -115,6 +120,7 @@ class PlaidIndex:
         parts = [np.unique(c) for c in np.split(codes, np.cumsum(lens)[:-1])]
         sizes = np.fromiter((len(p) for p in parts), np.int64, len(parts))
         self.rids = np.concatenate([self.rids, np.fromiter((r for r, _ in keep), np.int64, len(keep))])
+        self.ntok = np.concatenate([self.ntok, lens.astype(np.int32)])
         self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(sizes)])
         self.codes = np.concatenate([self.codes, *parts]).astype(np.int32)
         self._lists = None
@@ -125,7 +131,7 @@ class PlaidIndex:
             return
         sizes = np.diff(self.offsets)
         self.codes = self.codes[np.repeat(~gone, sizes)]
-        self.rids = self.rids[~gone]
+        self.rids, self.ntok = self.rids[~gone], self.ntok[~gone]
         self.offsets = np.concatenate([[0], np.cumsum(sizes[~gone])]).astype(np.int64)
         self._lists = None
 
@@ -190,9 +196,20 @@ class PlaidIndex:
         if len(self.offsets) != len(self.rids) + 1 or self.offsets[-1] != len(self.codes):
             out.append("PLAID code offsets do not match its documents")
             return out
+        if len(self.ntok) != len(self.rids):
+            out.append("PLAID token counts do not match its documents")
+            return out
         pos = {int(r): i for i, r in enumerate(self.rids)}
-        wrong = [r for r, X in sample.items() if r in pos and len(X) and not np.array_equal(
-            np.unique(self.assign(X)), self.codes[self.offsets[pos[r]]:self.offsets[pos[r] + 1]])]
+        wrong = []
+        for r, X in sample.items():
+            if r not in pos or not len(X):
+                continue
+            mine = self.codes[self.offsets[pos[r]]:self.offsets[pos[r] + 1]]
+            S = X @ self.C.T  # each token's best centroid must be among its codes, each code some token's best
+            best = S.max(axis=1, keepdims=True)  # (a float tie between two centroids may go either way: 1e-5)
+            near = S >= best - 1e-5
+            if self.ntok[pos[r]] != len(X) or not near[:, mine].any(axis=1).all() or not near[:, mine].any(axis=0).all():
+                wrong.append(r)
         if wrong:
             out.append(f"PLAID codes of {len(wrong)} of {len(sample)} sampled documents differ from their stored "
                        f"token vectors (e.g. rid {wrong[0]})")
@@ -204,7 +221,7 @@ class PlaidIndex:
         path = Path(path)
         buf = io.BytesIO()
         C = self.C if self.C is not None else np.zeros((0, self.dim), np.float32)
-        np.savez(buf, C=C, rids=self.rids, offsets=self.offsets, codes=self.codes)
+        np.savez(buf, C=C, rids=self.rids, ntok=self.ntok, offsets=self.offsets, codes=self.codes)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, path)
@@ -229,13 +246,14 @@ class PlaidIndex:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                C, rids, offsets, codes = z["C"], z["rids"], z["offsets"], z["codes"]
+                C, rids, ntok, offsets, codes = z["C"], z["rids"], z["ntok"], z["offsets"], z["codes"]
         except (OSError, ValueError, KeyError) as exc:
             log.warning("PLAID cache %s unreadable (%s); it will be rebuilt", path, exc)
             return None
         obj = cls(dim, factory)
         obj.C = C.astype(np.float32) if len(C) else None
         obj.rids, obj.offsets, obj.codes = rids.astype(np.int64), offsets.astype(np.int64), codes.astype(np.int32)
+        obj.ntok = ntok.astype(np.int32)
         obj.trained_tokens = int(side.get("trained_tokens", 0))
         if len(obj.rids) != side.get("documents") or obj.K != side.get("K"):
             return None
