@@ -93,6 +93,7 @@ def test_auto_picks_an_installed_exact_engine_or_fp32(monkeypatch):
     enc = encoderkit.load("all-MiniLM-L6-v2", compute="auto")
     assert enc.compute == backends.best_exact_backend()
     monkeypatch.setattr(backends, "available_backends", lambda: [])
+    monkeypatch.setattr("encoderkit.compute.amx.available", lambda: False)  # no AMX-BF16 either
     enc = encoderkit.load("all-MiniLM-L6-v2", compute="auto")
     assert enc.compute == "fp32" and enc._runner is None and enc.info()["compute_engine"].startswith("torch")
 

@@ -21,7 +21,7 @@ from encoderkit.quantize import PRECISIONS, quantize
 log = logging.getLogger(__name__)
 
 
-COMPUTE_MODES = ("fp32", "bf16", "int8", "onnx", "openvino", "auto")
+COMPUTE_MODES = ("fp32", "bf16x3", "bf16", "int8", "onnx", "openvino", "auto")
 EXPORTED_COMPUTES = ("onnx", "openvino", "auto")  # exact: the backbone exported and run by ONNX Runtime / OpenVINO
 
 
@@ -118,7 +118,7 @@ class Encoder:
     def to(self, device: str | torch.device) -> "Encoder":
         """Move backbone and head (of every route) to a device this machine has; encode moves its inputs there."""
         dev = resolve_device(device)
-        if dev.type != "cpu" and self.compute in ("int8", "onnx", "openvino"):
+        if dev.type != "cpu" and self.compute in ("int8", "bf16x3", "onnx", "openvino"):
             raise ValueError(f"an {self.compute} encoder runs on the CPU only, not on {device!r}; load it with compute='fp32' or 'bf16'")
         for enc in {id(e): e for e in [self, *self.routes.values()]}.values():
             enc.model.to(dev)
@@ -245,7 +245,10 @@ class Encoder:
         returns it; an int8 or bf16 encoder cannot be saved (save the fp32 one). The cosine to fp32 each mode gives
         is printed by benchmarks/encode_throughput.py. "onnx" / "openvino" are exact (fp32): the text backbone
         exported to ONNX and run by ONNX Runtime / OpenVINO on the CPU with the torch thread count at this call;
-        "auto" picks the fastest of them installed (encoderkit.compute; `pip install 'encoderkit[fast]'`)."""
+        "bf16x3" is exact too: every nn.Linear runs on the CPU's AMX-BF16 tiles with each fp32 operand split into
+        two bfloat16 parts (encoderkit.compute.amx; Intel Sapphire Rapids or later and a C compiler);
+        "auto" picks bf16x3 where it runs, else the fastest exact engine installed
+        (encoderkit.compute; `pip install 'encoderkit[fast]'`)."""
         if compute not in COMPUTE_MODES:
             raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
         if compute == self.compute:
@@ -258,6 +261,15 @@ class Encoder:
             raise ValueError(f"int8 compute runs on the CPU only; this encoder is on {self.device}")
         if self.compute != "fp32":
             raise ValueError(f"this encoder already computes in {self.compute}; load it again for {compute}")
+        if compute == "bf16x3":
+            if self.device.type != "cpu":
+                raise ValueError(f"bf16x3 compute runs on the CPU only; this encoder is on {self.device}")
+            from encoderkit.compute.amx import convert_linears
+
+            for enc in {id(e): e for e in [self, *self.routes.values()]}.values():
+                convert_linears(enc.model)
+                enc.compute = compute
+            return self
         from encoderkit.compute.int8 import fast_int8_matmul, quantize_linears
 
         if compute == "bf16":
@@ -364,6 +376,10 @@ class Encoder:
             bar = tqdm(total=len(items), desc="encode", unit="input")
         pooled = np.empty((len(items), self.dim), np.float32)
         tokens: list[np.ndarray | None] = [None] * len(items)
+        if self.device.type == "cpu":
+            from encoderkit.compute.memory import retain_freed_memory
+
+            retain_freed_memory()
         with torch.inference_mode():
             for b in range(n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
@@ -416,7 +432,8 @@ class Encoder:
                 "embedding_size": self.dim, "vocab_size": getattr(cfg, "vocab_size", None),
                 "source": str(self.source) if self.source else None, "compute": self.compute,
                 "compute_engine": getattr(getattr(self, "_runner", None), "description", None)
-                or "torch " + torch.__version__ + (f" int8 {self._int8_kernel}" if self.compute == "int8" else "")}
+                or "torch " + torch.__version__ + (f" int8 {self._int8_kernel}" if self.compute == "int8" else "")
+                + (" linear layers on AMX-BF16, bf16x3 split (fp32 accuracy)" if self.compute == "bf16x3" else "")}
 
     def _pipeline_spec(self, transformer_dir: Path) -> Any:
         from encoderkit.checkpoints.sentence_transformers import PipelineSpec, dense_spec
@@ -445,7 +462,7 @@ class Encoder:
         the same vectors. An asymmetric model is written as a Router with one folder per route module."""
         from encoderkit.checkpoints.sentence_transformers import write_pipeline
 
-        if self.compute not in ("fp32", "onnx", "openvino"):  # exported backends keep the fp32 torch weights
+        if self.compute not in ("fp32", "bf16x3", "onnx", "openvino"):  # these keep the fp32 torch weights
             raise ValueError(f"this encoder computes in {self.compute}; save the fp32 encoder (load it again) instead")
         path = Path(path)
         if self.sparse is not None or self.late is not None:  # SparseEncoder / MultiVectorEncoder folders
@@ -479,7 +496,7 @@ def load(name_or_path: str | Path = "sentence-transformers/all-MiniLM-L6-v2", *,
     Plain Hugging Face folders get the family's pooling (mean for text, CLS for ViT) and no normalization
     unless told otherwise. modality picks the tower of an image-text model (CLIP, SigLIP): "text" (default)
     or "image"; image and audio families take images / waveforms in encode(). compute: "fp32" (default), "bf16",
-    "int8", or the exact "onnx" / "openvino" / "auto" (see Encoder.set_compute). device: "cpu" (default), "cuda",
+    "int8", or the exact "bf16x3" / "onnx" / "openvino" / "auto" (see Encoder.set_compute). device: "cpu" (default), "cuda",
     "cuda:1", "mps" (a ValueError when torch has no such device here)."""
     if compute not in COMPUTE_MODES:
         raise ValueError(f"unknown compute {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")

@@ -27,11 +27,11 @@ def register(sub) -> None:
                    choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"],
                    help="stored vector type (default float32); int8/uint8 bucket each dimension, binary packs sign "
                         "bits 8 per byte")
-    p.add_argument("--compute", choices=["fp32", "bf16", "int8", "onnx", "openvino", "auto"], default="fp32",
+    p.add_argument("--compute", choices=["fp32", "bf16x3", "bf16", "int8", "onnx", "openvino", "auto"], default="fp32",
                    help="compute precision: fp32 (exact, default), bf16, or int8 dynamic quantization (faster, "
                         "approximate; see benchmarks/encode_throughput.py for the cosine to fp32); onnx / openvino: "
-                        "exact, the backbone exported and run by ONNX Runtime / OpenVINO; auto: the fastest exact "
-                        "engine installed (pip install 'encoderkit[fast]')")
+                        "exact, the backbone exported and run by ONNX Runtime / OpenVINO; bf16x3: exact, linear "
+                        "layers on AMX-BF16 (Intel Sapphire Rapids+); auto: the fastest exact path here")
     p.add_argument("--dimensions", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
     p.add_argument("--prompt", default=None, help="text prefix for every input (e.g. 'query: ')")
     norm = p.add_mutually_exclusive_group()
@@ -49,7 +49,7 @@ def register(sub) -> None:
 
     q = sub.add_parser("info", help="describe a model: family, layers, sizes, pooling")
     q.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
-    q.add_argument("--compute", choices=["fp32", "bf16", "int8", "onnx", "openvino", "auto"], default="fp32",
+    q.add_argument("--compute", choices=["fp32", "bf16x3", "bf16", "int8", "onnx", "openvino", "auto"], default="fp32",
                    help="show the model as loaded with this compute mode (the engine is named in the output)")
     add_json_flag(q)
     q.set_defaults(func=run_info)

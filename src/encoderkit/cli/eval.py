@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 MODES = ("vector", "keyword", "hybrid")
 LATE = "late"  # exact in-memory MaxSim (evaluate.beir.late_run): not a collection mode here, so alone and not in 'all'
-COMPUTE = ("fp32", "bf16", "int8", "onnx", "openvino", "auto")
+COMPUTE = ("fp32", "bf16x3", "bf16", "int8", "onnx", "openvino", "auto")
 
 
 def _dims(value: str) -> list[int]:

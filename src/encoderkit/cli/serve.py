@@ -35,9 +35,10 @@ def register(sub) -> None:
                    help="OpenAI/TEI: cut over-long inputs instead of refusing them (Ollama truncates by default)")
     p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all allowed CPUs)")
-    p.add_argument("--compute", choices=["auto", "fp32", "onnx", "openvino", "bf16", "int8"], default="auto",
-                   help="how models compute: auto (default: the fastest exact exported engine installed, OpenVINO "
-                        "then ONNX Runtime, else torch fp32), fp32 (torch), onnx, openvino (exact), bf16, int8 "
+    p.add_argument("--compute", choices=["auto", "fp32", "bf16x3", "onnx", "openvino", "bf16", "int8"], default="auto",
+                   help="how models compute: auto (default: the fastest exact path: bf16x3 on AMX-BF16 CPUs, else "
+                        "OpenVINO, then ONNX Runtime, else torch fp32), fp32 (torch), bf16x3, onnx, openvino (exact), "
+                        "bf16, int8 "
                         "(approximate); GET /info names the engine")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],

@@ -30,7 +30,12 @@ def available_backends() -> list[str]:
 
 
 def best_exact_backend() -> str:
-    """What compute="auto" picks: the fastest exact backend installed, else the torch fp32 path."""
+    """What compute="auto" picks: torch with the AMX bf16x3 linear layers where the CPU has AMX-BF16 (and a C
+    compiler built the kernel), else the fastest exact backend installed, else the torch fp32 path."""
+    from encoderkit.compute import amx
+
+    if amx.available():
+        return "bf16x3"
     have = available_backends()
     return next((b for b in AUTO_ORDER if b in have), "fp32")
 
@@ -195,6 +200,10 @@ def attach_backend(encoder: Any, compute: str) -> Any:
     requested = compute
     if compute == "auto":
         compute = best_exact_backend()
+        if compute == "bf16x3":  # any family: only its nn.Linear layers change
+            if encoder.device.type != "cpu" or encoder.compute != "fp32":
+                return encoder
+            return encoder.set_compute("bf16x3")
         if compute != "fp32" and getattr(encoder, "modality", "text") != "text":
             compute = "fp32"
     if compute == encoder.compute:

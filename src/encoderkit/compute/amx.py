@@ -1,0 +1,224 @@
+"""Exact compute on Intel AMX: `compute="bf16x3"`.
+
+Every `nn.Linear` of the backbone becomes a `Bf16x3Linear`, whose product runs on the CPU's AMX-BF16 tiles with
+each fp32 operand split into two bfloat16 parts, x = x_hi + x_lo (kernels/amx_bf16x3.c):
+
+    x . w  ~=  x_hi . w_hi + x_hi . w_lo + x_lo . w_hi        (x_lo . w_lo, ~2^-16 of the result, dropped)
+
+Each bf16 x bf16 product is exact in fp32 and AMX accumulates in fp32, so the result has a relative error of
+~4e-6 against float64 (the fp32 GEMM: ~4e-7) — vectors with cosine >= 0.99999 to fp32, the exact path's bar —
+while AMX's bf16 throughput is ~11x the fp32 FMA units' on MiniLM's shapes, so three products still cost about a
+third of one fp32 GEMM. torch / oneDNN cannot do this themselves: their bf16 GEMMs round the output to bf16
+(relative error ~3e-3), and oneDNN's fp32 GEMM with bf16 "fpmath" converts both operands on every call (2x fp32,
+not 3x). Everything between the GEMMs (attention, LayerNorm, GELU, residuals) stays torch fp32.
+
+The kernel is C with AMX intrinsics, compiled once per machine by the system's C compiler (`cc`, or $CC) into
+encoderkit's cache folder and loaded with ctypes (which releases the GIL: several threads run disjoint row
+ranges). It needs Linux on an x86-64 CPU with AMX-BF16 and AVX512-BF16 (Intel Sapphire Rapids and later) and a
+compiler that knows `-mamx-bf16` (gcc >= 11, clang >= 12); `available()` says whether all of that holds and
+`unavailable_reason()` why not.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from encoderkit.compute.int8 import cpu_flags
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels") / "amx_bf16x3.c"
+FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-shared",
+         "-fPIC")
+NEEDED_CPU = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512vl")
+ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
+
+
+def _up(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ENCODERKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "encoderkit")
+    return Path(base) / "kernels"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc and shutil.which(cc.split()[0]):
+        return cc
+    return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """(the loaded kernel library, "") or (None, why it cannot be used here)."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None, f"AMX kernels need Linux on x86-64 (this is {platform.system()} {platform.machine()})"
+    missing = [f for f in NEEDED_CPU if f not in cpu_flags()]
+    if missing:
+        return None, f"this CPU lacks {', '.join(missing)} (AMX-BF16: Intel Sapphire Rapids or later)"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found (cc, gcc or clang; or set CC) to build the AMX kernel"
+    src = SOURCE.read_bytes()
+    try:
+        version = subprocess.run(cc.split() + ["--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"the C compiler {cc!r} does not run: {e}"
+    key = hashlib.sha256(src + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
+    so = cache_dir() / f"amx_bf16x3-{key}.so"
+    if not so.exists():
+        so.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
+            out = Path(tmp) / so.name
+            res = subprocess.run(cc.split() + list(FLAGS) + [str(SOURCE), "-o", str(out)], capture_output=True,
+                                 text=True, timeout=120)
+            if res.returncode != 0:
+                first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
+                return None, f"building the AMX kernel with {cc!r} failed: {first}"
+            os.replace(out, so)  # atomic: concurrent first uses each build, one file wins, none is torn
+    lib = ctypes.CDLL(str(so))
+    if lib.ek_amx_request() != 0:
+        return None, "the Linux kernel refused AMX tile state to this process (arch_prctl XTILEDATA; Linux >= 5.16)"
+    P, I = ctypes.c_void_p, ctypes.c_int64
+    lib.ek_split_rows.argtypes = [P, I, I, I, P, I, I, I]
+    lib.ek_pack_weight.argtypes = [P, I, I, P, I, I]
+    lib.ek_gemm_rows.argtypes = [P, I, P, I, P, P, I, I, I]
+    for f in (lib.ek_split_rows, lib.ek_pack_weight, lib.ek_gemm_rows):
+        f.restype = None
+    return lib, ""
+
+
+def available() -> bool:
+    """Whether compute="bf16x3" can run here (CPU, OS and compiler; the kernel is built on first call)."""
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str:
+    return _load()[1]
+
+
+def require() -> ctypes.CDLL:
+    lib, why = _load()
+    if lib is None:
+        raise RuntimeError(f"compute='bf16x3' cannot run here: {why}; use compute='fp32' or 'auto'")
+    return lib
+
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    """A pool of threads - 1 helpers (the calling thread takes a share too), remade after fork or a thread change."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] != threads:
+            _pool = (os.getpid(), threads, ThreadPoolExecutor(max_workers=threads - 1,
+                                                              thread_name_prefix="encoderkit-amx"))
+        return _pool[2]
+
+
+def _run_rows(fn, rows: int, threads: int) -> None:
+    """fn(m0, m1) over [0, rows) in blocks of ROWS_PER_TASK, on up to `threads` threads."""
+    bounds = [(m, min(m + ROWS_PER_TASK, rows)) for m in range(0, rows, ROWS_PER_TASK)]
+    if threads <= 1 or len(bounds) == 1:
+        for m0, m1 in bounds:
+            fn(m0, m1)
+        return
+    per = -(-len(bounds) // threads)
+    shares = [bounds[i:i + per] for i in range(0, len(bounds), per)]
+    futures = [_executor(threads).submit(lambda s=s: [fn(a, b) for a, b in s]) for s in shares[1:]]
+    for a, b in shares[0]:
+        fn(a, b)
+    for f in futures:
+        f.result()
+
+
+class Bf16x3Linear(nn.Linear):
+    """An nn.Linear whose inference product runs in fp32 accuracy on AMX-BF16 (see the module docstring).
+
+    It keeps the fp32 `weight` and `bias` (same state_dict as nn.Linear, so the model saves unchanged) and a packed
+    copy of the weight, re-packed when the weight changes (its version counter). Autograd (weights requiring
+    grad with grad enabled) and other devices take nn.Linear's own path."""
+
+    def __init__(self, linear: nn.Linear):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.k_pad, self.n_pad = _up(self.in_features, 32), _up(self.out_features, 32)
+        self._packed_version: tuple | None = None
+        self.register_buffer("weight_packed", torch.empty(0, dtype=torch.int16), persistent=False)
+        self.register_buffer("bias_padded", None, persistent=False)
+        self._pack()
+
+    def _version(self) -> tuple:
+        return (self.weight._version, self.weight.data_ptr(),
+                None if self.bias is None else (self.bias._version, self.bias.data_ptr()))
+
+    def _pack(self) -> None:
+        lib = require()
+        w = self.weight.detach().float().contiguous()
+        packed = torch.empty(self.n_pad * self.k_pad * 2, dtype=torch.int16)  # bf16 bits: hi and lo parts
+        lib.ek_pack_weight(w.data_ptr(), self.out_features, self.in_features, packed.data_ptr(), self.n_pad,
+                           self.k_pad)
+        self.weight_packed = packed
+        if self.bias is not None:
+            bias = torch.zeros(self.n_pad)
+            bias[:self.out_features] = self.bias.detach().float()
+            self.bias_padded = bias
+        self._packed_version = self._version()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or self.weight.device.type != "cpu" or (
+                torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return super().forward(x)
+        if self._packed_version != self._version():
+            self._pack()
+        lib = require()
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float().contiguous()
+        M, Mp = x2.shape[0], _up(max(x2.shape[0], 1), 32)
+        split = torch.empty(Mp, 2 * self.k_pad, dtype=torch.int16)
+        out = torch.empty(Mp, self.n_pad, dtype=torch.float32)
+        bias = self.bias_padded.data_ptr() if self.bias_padded is not None else None
+        xp, sp, wp, op = x2.data_ptr(), split.data_ptr(), self.weight_packed.data_ptr(), out.data_ptr()
+
+        def rows(m0: int, m1: int) -> None:
+            lib.ek_split_rows(xp, M, self.in_features, self.in_features, sp, self.k_pad, m0, m1)
+            lib.ek_gemm_rows(sp, self.k_pad, wp, self.n_pad, bias, op, self.n_pad, m0, m1)
+
+        _run_rows(rows, Mp, torch.get_num_threads())
+        y = out[:M] if self.n_pad == self.out_features else out[:M, :self.out_features]
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, AMX bf16x3 (fp32 accuracy)"
+
+
+def convert_linears(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear inside `model` by a Bf16x3Linear, in place; returns the model."""
+    require()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.dtype == torch.float32:
+                setattr(parent, name, Bf16x3Linear(child))
+    return model
+
+
+__all__ = ["Bf16x3Linear", "available", "convert_linears", "require", "unavailable_reason"]
