@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--mode", default="vector", type=_modes,
                    help="vector, keyword or hybrid; several comma-separated (e.g. vector,keyword,hybrid) or 'all' "
                         "encode the corpus once and compare; late: exact MaxSim over token vectors (a ColBERT folder's, "
-                        "or a plain model's own), on its own")
+                        "or a plain model's own), on its own; sparse: exact dot products of a SPLADE / sparse "
+                        "model's vectors (with their mean active dimensions), on its own")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart of the metrics per mode")
     p.add_argument("--split", default="test", help="qrels split to score (default test)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
@@ -51,6 +52,8 @@ def register(sub) -> None:
 
 MODES = ("vector", "keyword", "hybrid")
 LATE = "late"  # exact in-memory MaxSim (evaluate.beir.late_run): not a collection mode here, so alone and not in 'all'
+SPARSE = "sparse"  # exact in-memory sparse dot products (evaluate.beir.sparse_run): alone too, not in 'all'
+ALONE = (LATE, SPARSE)
 COMPUTE = ("fp32", "bf16x3", "bf16", "int8", "onnx", "openvino", "auto")
 
 
@@ -68,17 +71,18 @@ def _dims(value: str) -> list[int]:
 
 def _modes(value: str) -> list[str]:
     modes = list(MODES) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
-    if LATE in modes and len(modes) > 1:
+    alone = [m for m in modes if m in ALONE]
+    if alone and len(modes) > 1:
         import argparse
 
-        raise argparse.ArgumentTypeError("--mode late runs on its own (exact MaxSim in memory); evaluate other modes "
-                                         "in a second run")
-    bad = [m for m in modes if m not in MODES + (LATE,)]
+        raise argparse.ArgumentTypeError(f"--mode {alone[0]} runs on its own (exact search in memory); evaluate other "
+                                         "modes in a second run")
+    bad = [m for m in modes if m not in MODES + ALONE]
     if bad or not modes:
         import argparse
 
         raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or value!r}; choose from "
-                                         f"{', '.join(MODES + (LATE,))} or all")
+                                         f"{', '.join(MODES + ALONE)} or all")
     return modes
 
 
@@ -131,8 +135,8 @@ def cmd_beir(args) -> int:
     if args.dimensions and (args.mode != ["vector"] or args.rerank or args.ignore_identical_ids):
         raise ValueError("--dimensions evaluates exact vector search only: drop --mode / --rerank / "
                          "--ignore-identical-ids, or --dimensions")
-    if args.mode == [LATE] and args.rerank:
-        raise ValueError("--mode late scores every document by exact MaxSim; it takes no --rerank")
+    if args.mode in ([LATE], [SPARSE]) and args.rerank:
+        raise ValueError(f"--mode {args.mode[0]} scores every document exactly in memory; it takes no --rerank")
     beir_files(args.path, args.split)  # a wrong folder is reported before the model loads
     enc = encoderkit.load(args.model, compute=args.compute)
     if args.dimensions:
