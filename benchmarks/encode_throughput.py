@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, one table each")
     ap.add_argument("--compute", default="fp32,onnx,openvino",
-                    help="encoderkit compute modes: fp32,onnx,openvino,bf16,int8")
+                    help="encoderkit compute modes: fp32,bf16x3,onnx,openvino,bf16,int8")
     ap.add_argument("--peers", default="torch,onnx,openvino",
                     help="sentence-transformers pipeline on: torch,onnx,openvino (see benchmarks/_peers.py)")
     ap.add_argument("--rss", action="store_true", help="each engine in its own process: peak RSS and texts/s")

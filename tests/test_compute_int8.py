@@ -68,3 +68,24 @@ def test_w8a8_minilm_keeps_fp32_retrieval_quality(texts):
     assert cos.mean() < 0.99999  # really computed in int8
     sims = ref[:200] @ enc.encode(texts[:200], normalize=True).T
     assert (sims.argmax(0) == np.arange(200)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("rows, k, n, bias", [(1, 40, 24, True), (33, 100, 50, False), (600, 384, 1152, True),
+                                              (70, 1536, 384, True)])
+def test_amx_kernel_equals_the_torch_path(rows, k, n, bias):
+    """Where the CPU has AMX-INT8 the layer runs kernels/amx_int8.c (quantization and scaling fused around the tile
+    products); it must give the torch._int_mm path's numbers: same quantization, exact int32 sums, same scaling."""
+    torch.manual_seed(rows)
+    layer = Int8Linear(nn.Linear(k, n, bias=bias))
+    if layer._amx is None:
+        pytest.skip("no AMX-INT8 here (or no C compiler): the torch._int_mm path runs, tested above")
+    x = torch.randn(rows, k) * torch.logspace(-2, 2, rows).unsqueeze(1)
+    x[:, 3] *= 30  # an outlier channel, as BERT's activations have
+    with torch.inference_mode():
+        amx = layer(x)
+        kept, layer._amx = layer._amx, None
+        try:
+            torch_path = layer(x)
+        finally:
+            layer._amx = kept
+    assert amx.shape == (rows, n) and torch.equal(amx, torch_path)

@@ -276,7 +276,9 @@ class Encoder:
             self.model = self.model.to(torch.bfloat16)
         elif fast_int8_matmul():  # int8 dot-product instructions: W8A8, per-token activation scales
             self.model = quantize_linears(self.model)
-            self._int8_kernel = "W8A8 per-channel weights / per-token activations (torch._int_mm, oneDNN)"
+            fused = any(getattr(m, "_amx", None) is not None for m in self.model.modules())
+            self._int8_kernel = "W8A8 per-channel weights / per-token activations " + (
+                "(AMX-INT8 kernel, quantization fused)" if fused else "(torch._int_mm, oneDNN)")
         else:  # AVX2-only CPUs: torch._int_mm is slower than fp32 there; fbgemm's per-tensor dynamic int8
             import warnings
 

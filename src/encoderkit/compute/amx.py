@@ -44,6 +44,9 @@ SOURCE = Path(__file__).with_name("kernels") / "amx_bf16x3.c"
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-shared",
          "-fPIC")
 NEEDED_CPU = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512vl")
+INT8_SOURCE = SOURCE.with_name("amx_int8.c")
+INT8_FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mamx-tile", "-mamx-int8", "-shared", "-fPIC")
+INT8_NEEDED_CPU = ("amx_int8", "amx_tile", "avx512bw", "avx512vl")
 ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
 
 
@@ -64,42 +67,71 @@ def _compiler() -> str | None:
     return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
 
 
-@functools.lru_cache(maxsize=1)
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    """(the loaded kernel library, "") or (None, why it cannot be used here)."""
+def _build(source: Path, flags: tuple[str, ...], needed: tuple[str, ...]) -> tuple[ctypes.CDLL | None, str]:
+    """(the kernel library compiled from `source` and loaded, "") or (None, why it cannot be used here)."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return None, f"AMX kernels need Linux on x86-64 (this is {platform.system()} {platform.machine()})"
-    missing = [f for f in NEEDED_CPU if f not in cpu_flags()]
+    missing = [f for f in needed if f not in cpu_flags()]
     if missing:
-        return None, f"this CPU lacks {', '.join(missing)} (AMX-BF16: Intel Sapphire Rapids or later)"
+        return None, f"this CPU lacks {', '.join(missing)} (AMX: Intel Sapphire Rapids or later)"
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (cc, gcc or clang; or set CC) to build the AMX kernel"
-    src = SOURCE.read_bytes()
+    src = source.read_bytes()
     try:
         version = subprocess.run(cc.split() + ["--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"the C compiler {cc!r} does not run: {e}"
-    key = hashlib.sha256(src + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
-    so = cache_dir() / f"amx_bf16x3-{key}.so"
+    key = hashlib.sha256(src + " ".join(flags).encode() + version.encode()).hexdigest()[:16]
+    so = cache_dir() / f"{source.stem}-{key}.so"
     if not so.exists():
         so.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
             out = Path(tmp) / so.name
-            res = subprocess.run(cc.split() + list(FLAGS) + [str(SOURCE), "-o", str(out)], capture_output=True,
+            res = subprocess.run(cc.split() + list(flags) + [str(source), "-o", str(out)], capture_output=True,
                                  text=True, timeout=120)
             if res.returncode != 0:
                 first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
                 return None, f"building the AMX kernel with {cc!r} failed: {first}"
             os.replace(out, so)  # atomic: concurrent first uses each build, one file wins, none is torn
     lib = ctypes.CDLL(str(so))
-    if lib.ek_amx_request() != 0:
+    if _request_tiles() != 0:
         return None, "the Linux kernel refused AMX tile state to this process (arch_prctl XTILEDATA; Linux >= 5.16)"
+    return lib, ""
+
+
+def _request_tiles() -> int:
+    """Linux gives a process AMX tile state only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.syscall(158, 0x1023, 18))  # SYS_arch_prctl on x86-64, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """The bf16x3 kernel library (see _build)."""
+    lib, why = _build(SOURCE, FLAGS, NEEDED_CPU)
+    if lib is None:
+        return None, why
     P, I = ctypes.c_void_p, ctypes.c_int64
     lib.ek_split_rows.argtypes = [P, I, I, I, P, I, I, I]
     lib.ek_pack_weight.argtypes = [P, I, I, P, I, I]
     lib.ek_gemm_rows.argtypes = [P, I, P, I, P, P, I, I, I]
     for f in (lib.ek_split_rows, lib.ek_pack_weight, lib.ek_gemm_rows):
+        f.restype = None
+    return lib, ""
+
+
+@functools.lru_cache(maxsize=1)
+def load_int8() -> tuple[ctypes.CDLL | None, str]:
+    """The fused W8A8 AMX-INT8 kernel library (kernels/amx_int8.c; used by compute.int8), or (None, why not)."""
+    lib, why = _build(INT8_SOURCE, INT8_FLAGS, INT8_NEEDED_CPU)
+    if lib is None:
+        return None, why
+    P, I = ctypes.c_void_p, ctypes.c_int64
+    lib.ek_i8_quantize_rows.argtypes = [P, I, I, I, P, P, I, I, I]
+    lib.ek_i8_pack_weight.argtypes = [P, I, I, P, I, I]
+    lib.ek_i8_gemm_rows.argtypes = [P, P, I, P, P, I, I, P, P, I, P, I, I]
+    for f in (lib.ek_i8_quantize_rows, lib.ek_i8_pack_weight, lib.ek_i8_gemm_rows):
         f.restype = None
     return lib, ""
 
@@ -134,7 +166,7 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def _run_rows(fn, rows: int, threads: int) -> None:
+def run_rows(fn, rows: int, threads: int) -> None:
     """fn(m0, m1) over [0, rows) in blocks of ROWS_PER_TASK, on up to `threads` threads."""
     bounds = [(m, min(m + ROWS_PER_TASK, rows)) for m in range(0, rows, ROWS_PER_TASK)]
     if threads <= 1 or len(bounds) == 1:
@@ -203,7 +235,7 @@ class Bf16x3Linear(nn.Linear):
             lib.ek_split_rows(xp, M, self.in_features, self.in_features, sp, self.k_pad, m0, m1)
             lib.ek_gemm_rows(sp, self.k_pad, wp, self.n_pad, bias, op, self.n_pad, m0, m1)
 
-        _run_rows(rows, Mp, torch.get_num_threads())
+        run_rows(rows, Mp, torch.get_num_threads())
         y = out[:M] if self.n_pad == self.out_features else out[:M, :self.out_features]
         return y.reshape(*lead, self.out_features).to(x.dtype)
 

@@ -14,7 +14,9 @@ softmax, GELU, residuals, pooling) stays fp32.
 
 `torch._int_mm` is fast only where the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8);
 on an AVX2-only CPU it is many times slower than fp32, so there `compute="int8"` keeps the fbgemm per-tensor
-dynamic quantization (see `fast_int8_matmul`). Rows are processed in blocks so that the int32 product, the
+dynamic quantization (see `fast_int8_matmul`). Where the CPU has AMX-INT8 (and a C compiler built it), the same
+layer runs kernels/amx_int8.c instead: each token's quantization, the tile products and the rescaling fused per
+32-row strip, with the same numbers as the torch path (tested bit for bit). In the torch path rows are processed in blocks so that the int32 product, the
 scales and the output stay in cache (a 8,192-row batch of long texts in one product ran at a third of the speed).
 """
 from __future__ import annotations
@@ -62,10 +64,13 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", q)  # (N, K)
         self.register_buffer("weight_scale", scale.reshape(-1))  # (N,)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self._prepare_amx()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
+        if self._amx is not None and x2.device.type == "cpu":
+            return self._forward_amx(x2.contiguous()).reshape(*lead, self.out_features)
         out = torch.empty(x2.shape[0], self.out_features, dtype=torch.float32, device=x.device)  # (M, N)
         w_t = self.weight_int8.t()  # (K, N) view of the row-major (N, K) weight, as oneDNN wants it
         for i in range(0, x2.shape[0], ROWS):
@@ -77,6 +82,49 @@ class Int8Linear(nn.Module):
             else:  # (a mixed int32 x fp32 product, or one more pass per scale, measured slower)
                 torch.addcmul(self.bias, y, self.weight_scale, out=y)
         return out.reshape(*lead, self.out_features)
+
+    def _prepare_amx(self) -> None:
+        """Where the CPU has AMX-INT8: the same product by kernels/amx_int8.c, quantization of each token, the
+        tile products and the scaling fused per 32 x 32 block (the torch path runs each as its own pass)."""
+        from encoderkit.compute.amx import load_int8
+
+        self._amx = None
+        lib, _ = load_int8() if "amx_int8" in cpu_flags() else (None, "")
+        if lib is None:
+            return
+        k_pad, n_pad = -(-self.in_features // 64) * 64, -(-self.out_features // 32) * 32
+        packed = torch.empty(n_pad * k_pad, dtype=torch.int8)
+        lib.ek_i8_pack_weight(self.weight_int8.contiguous().data_ptr(), self.out_features, self.in_features,
+                              packed.data_ptr(), n_pad, k_pad)
+        wscale = torch.zeros(n_pad)
+        wscale[:self.out_features] = self.weight_scale
+        bias = None
+        if self.bias is not None:
+            bias = torch.zeros(n_pad)
+            bias[:self.out_features] = self.bias
+        self._amx = (lib, k_pad, n_pad, packed, wscale, bias)
+
+    def _forward_amx(self, x2: torch.Tensor) -> torch.Tensor:
+        from encoderkit.compute.amx import run_rows
+
+        lib, k_pad, n_pad, packed, wscale, bias = self._amx
+        M = x2.shape[0]
+        Mp = -(-max(M, 1) // 32) * 32
+        q = torch.empty(Mp, k_pad, dtype=torch.int8)
+        sx = torch.empty(Mp, dtype=torch.float32)
+        out = torch.empty(Mp, self.out_features, dtype=torch.float32)
+        xp, qp, sp, wp, ws, op = (x2.data_ptr(), q.data_ptr(), sx.data_ptr(), packed.data_ptr(), wscale.data_ptr(),
+                                  out.data_ptr())
+        bp = bias.data_ptr() if bias is not None else None
+        K, N = self.in_features, self.out_features
+
+        def rows(m0: int, m1: int) -> None:
+            panel = torch.empty(32, n_pad, dtype=torch.int32)  # per call: threads each need their own
+            lib.ek_i8_quantize_rows(xp, M, K, K, qp, sp, k_pad, m0, m1)
+            lib.ek_i8_gemm_rows(qp, sp, k_pad, wp, ws, N, n_pad, bp, op, N, panel.data_ptr(), m0, m1)
+
+        run_rows(rows, Mp, torch.get_num_threads())
+        return out[:M]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 per-channel / per-token"

@@ -20,11 +20,6 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
 #define MBLK 256 /* rows of activations kept in L2 while every column block passes over them */
 
 typedef struct {
@@ -32,9 +27,6 @@ typedef struct {
     uint16_t colsb[16];
     uint8_t rows[16];
 } tilecfg_t;
-
-/* Linux gives a process AMX tile state only after it asks; 0 on success. */
-int ek_amx_request(void) { return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); }
 
 static inline uint16_t bf16_rne(float v) {
     uint32_t u;
