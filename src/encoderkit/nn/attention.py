@@ -80,6 +80,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.rotary = rotary
         self.scale = scale
+        self.sdpa_dtype: torch.dtype | None = None  # compute the scores and mix in this dtype (int8 mode: bf16)
 
     def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
@@ -118,8 +119,12 @@ class MultiHeadSelfAttention(nn.Module):
         if causal and bias is not None:  # SDPA takes either a mask or is_causal: fold causality into the bias
             bias = bias + attention_mask_bias(None, q.dtype, causal_len=T).to(bias.device)
             causal = False
+        dtype = q.dtype
+        if self.sdpa_dtype is not None and dtype != self.sdpa_dtype:
+            q, k, v = q.to(self.sdpa_dtype), k.to(self.sdpa_dtype), v.to(self.sdpa_dtype)
+            bias = bias if bias is None or bias.dtype == torch.bool else bias.to(self.sdpa_dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0, is_causal=causal,
             scale=self.scale,
-        )  # (B, heads, T, d_k)
+        ).to(dtype)  # (B, heads, T, d_k)
         return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_k))  # (B, T, d_model)
