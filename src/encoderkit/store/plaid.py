@@ -28,7 +28,9 @@ PLAID = re.compile(r"PLAID(\d*)")
 MIN_TOKENS = 4096  # fewer stored token vectors: no centroids, every document is scored exactly
 RETRAIN_GROWTH = 4  # the collection now holds this many times the tokens the centroids were trained on: retrain
 SAMPLE_PER_CENTROID = 64  # k-means training sample
-NPROBE, MIN_CANDIDATES = 4, 64  # defaults: centroids per query token; documents re-scored = max(4 k, 64)
+# defaults: centroids probed per query token; documents re-scored exactly = max(4 k, 256) (on SciFact's 5,183
+# abstracts nprobe 4 with 64 re-scored lost 0.013 NDCG@10 to exact MaxSim, nprobe 8 with 256 lost none)
+NPROBE, MIN_CANDIDATES = 8, 256
 
 
 def is_plaid(factory: str) -> bool:
