@@ -28,9 +28,9 @@ def late_plans(name: str, n_docs: int, exact_queries: int) -> list[tuple[str, st
     """Late search of one collection (PLAID cache): exact MaxSim over every document, then PLAID at a few depths."""
     return [(f"late {name}, exact (MaxSim over every document)", "late",
              {"late_nprobe": EXACT, "late_candidates": n_docs, "query_limit": exact_queries}),
-            (f"late {name}, PLAID nprobe 8, 256 re-scored (default)", "late", {}),
-            (f"late {name}, PLAID nprobe 4, 64 re-scored", "late", {"late_nprobe": 4, "late_candidates": 64}),
-            (f"late {name}, PLAID nprobe 2, 32 re-scored", "late", {"late_nprobe": 2, "late_candidates": 32})]
+            (f"late {name}, PLAID nprobe 32, 256 re-scored (default)", "late", {}),
+            (f"late {name}, PLAID nprobe 16, 128 re-scored", "late", {"late_nprobe": 16, "late_candidates": 128}),
+            (f"late {name}, PLAID nprobe 8, 64 re-scored", "late", {"late_nprobe": 8, "late_candidates": 64})]
 
 
 def subset(data: Any, limit: int, n_queries: int) -> tuple[list[str], list[str], dict, dict]:

@@ -72,10 +72,10 @@ def test_every_centroid_probed_is_exact_and_defaults_overlap(tmp_path, gen):
         assert _ids(hits) == ref
         exact = {i: float((Q @ docs[i].T).max(axis=1).sum()) for i in _ids(hits)}
         assert np.allclose([h.score for h in hits], [exact[i] for i in _ids(hits)], atol=1e-5)
-        got = _ids(c.search("q", k=10, mode="late", multivector=Q, late_nprobe=2, late_candidates=20))
+        got = _ids(c.search("q", k=10, mode="late", multivector=Q, late_nprobe=8, late_candidates=20))
         assert all(i in docs for i in got) and len(got) == 10
         overlap.append(len(set(got) & set(ref)) / 10)
-    assert np.mean(overlap) >= 0.85, overlap  # 2 of 64 centroids per query token, 20 of 500 documents re-scored
+    assert np.mean(overlap) >= 0.8, overlap  # 8 of 64 centroids per query token, 20 of 500 documents re-scored
     # fewer re-scored documents than k asked: still k results (never fewer than k are re-scored)
     assert len(c.search("q", k=10, mode="late", multivector=gen.query(), late_candidates=3)) == 10
     c.close()
@@ -87,12 +87,25 @@ def test_approximate_scores_are_centroid_maxsim(gen):
     idx.train(np.concatenate(docs), sum(map(len, docs)))
     idx.add(list(range(300)), docs)
     Q = gen.query()
-    got = idx.approx_scores(np.ascontiguousarray((Q @ idx.C.T).T), np.arange(300))
-    want = [float((Q @ idx.C[idx.assign(X)].T).max(axis=1).sum()) for X in docs]
-    assert np.allclose(got, want, atol=1e-5)
-    rids, scored = idx.candidates(Q, 300, nprobe=16)
-    assert scored == 300 and sorted(rids.tolist()) == list(range(300))
-    assert rids[0] == int(np.argmax(want))
+    S = Q @ idx.C.T
+    codes = [set(idx.assign(X).tolist()) for X in docs]
+    pos, got, _ = idx.centroid_scores(Q, 16)  # every centroid probed: the full centroid MaxSim of every document
+    assert pos.tolist() == list(range(300))
+    assert np.allclose(got, [S[:, sorted(c)].max(axis=1).sum() for c in codes], atol=1e-5)
+    for nprobe in (1, 3):  # pruned: per query token, the best probed centroid the document holds, else the next best
+        top = np.argsort(-S, axis=1)
+        want = {}
+        for d, c in enumerate(codes):
+            per = [max([S[i, j] for j in top[i, :nprobe] if j in c], default=None) for i in range(len(Q))]
+            if any(v is not None for v in per):
+                want[d] = sum(S[i, top[i, nprobe]] if v is None else v for i, v in enumerate(per))
+        pos, got, floor = idx.centroid_scores(Q, nprobe)
+        assert pos.tolist() == sorted(want) and np.allclose(got, [want[d] for d in pos], atol=1e-5)
+        assert np.isclose(floor, S[np.arange(len(Q)), top[:, nprobe]].sum())
+    rids, proposed = idx.candidates(Q, 300, nprobe=16)
+    assert proposed == 300 and sorted(rids.tolist()) == list(range(300))
+    full = [S[:, sorted(c)].max(axis=1).sum() for c in codes]
+    assert rids[0] == int(np.argmax(full))
 
 
 def test_writes_are_reflected(tmp_path, gen):

@@ -4,8 +4,10 @@ inverted lists centroid -> documents. A query Q (n_q, d) is scored in three step
 
     S = Q C^T                                            # (n_q, K): every query token against every centroid
     candidates = documents holding a code among the top-`nprobe` centroids of some query token
-    approx(D) = sum_i max_{c in codes(D)} S[i, c]        # MaxSim with each token replaced by its centroid
+    approx(D) = sum_i max_{c in codes(D) and probed for i} S[i, c]   # MaxSim, each token replaced by its centroid
 
+(a query token i none of whose probed centroids D holds counts its best unprobed score S[i, c_(nprobe+1)], a bound:
+PLAID's centroid pruning, which keeps this step to the probed inverted lists),
 and only the best `candidates` documents by approx are re-scored exactly (MaxSim over their stored vectors, by the
 caller). Like the token index it replaces, it is a cache of SQLite: saved as `late.faiss` (here an .npz archive,
 not a FAISS file) + `late.json` naming the generation it reflects, and rebuilt when that does not match. Its
@@ -28,9 +30,8 @@ PLAID = re.compile(r"PLAID(\d*)")
 MIN_TOKENS = 4096  # fewer stored token vectors: no centroids, every document is scored exactly
 RETRAIN_GROWTH = 4  # the collection now holds this many times the tokens the centroids were trained on: retrain
 SAMPLE_PER_CENTROID = 64  # k-means training sample
-# defaults: centroids probed per query token; documents re-scored exactly = max(4 k, 256) (on SciFact's 5,183
-# abstracts nprobe 4 with 64 re-scored lost 0.013 NDCG@10 to exact MaxSim, nprobe 8 with 256 lost none)
-NPROBE, MIN_CANDIDATES = 8, 256
+# defaults: centroids probed per query token; documents re-scored exactly = max(4 k, 256)
+NPROBE, MIN_CANDIDATES = 32, 256
 
 
 def is_plaid(factory: str) -> bool:
@@ -150,42 +151,61 @@ class PlaidIndex:
         return self._lists
 
     # ------------------------------------------------------------------ search
-    def approx_scores(self, S_T: np.ndarray, docs: np.ndarray) -> np.ndarray:
-        """sum_i max_{c in codes(doc)} S[i, c] for each document position in `docs` (S_T = S^T, (K, n_q))."""
-        starts, lens = self.offsets[docs], np.diff(self.offsets)[docs]
-        ends = np.cumsum(lens)
-        flat = np.arange(ends[-1]) - np.repeat(ends - lens, lens) + np.repeat(starts, lens)  # their codes' positions
-        best = np.maximum.reduceat(S_T[self.codes[flat]], ends - lens, axis=0)  # (len(docs), n_q): segment max
-        return best.sum(axis=1)
+    def centroid_scores(self, Q: np.ndarray, nprobe: int,
+                        ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """(document positions, their approximate scores, the score of a document holding no probed centroid):
+        the documents on the inverted lists of each query token's top-`nprobe` centroids (restricted to `ok`), each
+        scored sum_i max over the probed centroids c of token i it holds of S[i, c], where a token with none of
+        them counts the best unprobed score S[i, c_(nprobe + 1)] instead (a bound on what its own codes give).
+        With every centroid probed this is the full centroid MaxSim, sum_i max_{c in codes(D)} S[i, c]."""
+        S = np.asarray(Q, np.float32) @ self.C.T  # (n_q, K)
+        n_q, t = len(S), max(1, min(int(nprobe), self.K))
+        if t < self.K:
+            part = np.argpartition(-S, t, axis=1)  # [:, :t] the top t of each row, [:, t] the next best
+            top, fill = part[:, :t], S[np.arange(n_q), part[:, t]]
+        else:
+            top, fill = np.broadcast_to(np.arange(self.K), (n_q, self.K)), S.min(axis=1)
+        lo, owner = self._inverted()
+        c = top.ravel()
+        sizes = lo[c + 1] - lo[c]
+        ends = np.cumsum(sizes)
+        if not len(ends) or ends[-1] == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), float(fill.sum())
+        docs = owner[np.arange(ends[-1]) - np.repeat(ends - sizes, sizes) + np.repeat(lo[c], sizes)]
+        qi = np.repeat(np.repeat(np.arange(n_q), t), sizes)  # each entry's query token ...
+        vals = np.repeat(S[np.repeat(np.arange(n_q), t), c], sizes)  # ... and its centroid's score
+        if ok is not None:
+            keep = ok[docs]
+            docs, qi, vals = docs[keep], qi[keep], vals[keep]
+        if n_q * len(self.rids) <= 1 << 23:  # a dense (n_q, documents) table of maxima
+            best = np.repeat(fill[:, None].astype(np.float32), len(self.rids), axis=1)
+            np.maximum.at(best, (qi, docs), vals)
+            found = np.zeros(len(self.rids), bool)
+            found[docs] = True
+            pos = np.flatnonzero(found)
+            return pos, best[:, pos].sum(axis=0), float(fill.sum())
+        pos, inv = np.unique(docs, return_inverse=True)  # a large collection: only the documents proposed
+        best = np.repeat(fill[:, None].astype(np.float32), len(pos), axis=1)
+        np.maximum.at(best, (qi, inv), vals)
+        return pos, best.sum(axis=0), float(fill.sum())
 
     def candidates(self, Q: np.ndarray, n: int, nprobe: int = NPROBE,
                    allowed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-        """(rids of the best `n` documents by approximate score, best first; how many were scored). Proposed by the
-        inverted lists of each query token's top-`nprobe` centroids; every (allowed) document is scored instead
-        when those propose fewer than `n`, so the exact ranking comes back when n covers the collection."""
-        S_T = np.ascontiguousarray((np.asarray(Q, np.float32) @ self.C.T).T)  # (K, n_q)
-        nprobe = max(1, min(int(nprobe), self.K))
-        top = np.argpartition(-S_T, nprobe - 1, axis=0)[:nprobe] if nprobe < self.K else None
+        """(rids of the best `n` documents by approximate score (centroid_scores), best first; how many were
+        proposed). When fewer than `n` are proposed, every (allowed) document joins them (those not proposed at
+        the floor score), so the exact ranking comes back when n covers the collection."""
         ok = None if allowed is None else np.isin(self.rids, allowed)
-        docs = None
-        if top is not None:
-            lo, owner = self._inverted()
-            probe = np.unique(top)
-            docs = np.unique(np.concatenate([owner[lo[c]:lo[c + 1]] for c in probe]))
-            if ok is not None:
-                docs = docs[ok[docs]]
-            if len(docs) < n:
-                docs = None  # too few proposed: score every document
-        if docs is None:
-            docs = np.arange(len(self.rids)) if ok is None else np.flatnonzero(ok)
-        if len(docs) == 0:
-            return np.zeros(0, np.int64), 0
-        approx = self.approx_scores(S_T, docs)
+        docs, approx, floor = self.centroid_scores(Q, nprobe, ok)
+        proposed = len(docs)
+        if proposed < n:
+            rest = np.setdiff1d(np.arange(len(self.rids)) if ok is None else np.flatnonzero(ok), docs)
+            docs = np.concatenate([docs, rest])
+            approx = np.concatenate([approx, np.full(len(rest), floor, np.float32)])
         if len(docs) > n:
             keep = np.argpartition(-approx, n - 1)[:n]
             docs, approx = docs[keep], approx[keep]
         order = np.lexsort((self.rids[docs], -approx))
-        return self.rids[docs[order]], int(len(approx))
+        return self.rids[docs[order]], proposed
 
     # ------------------------------------------------------------------ check
     def problems(self, sample: dict[int, np.ndarray]) -> list[str]:
