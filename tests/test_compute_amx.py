@@ -141,3 +141,28 @@ def test_reasons_name_what_is_missing(monkeypatch):
         assert "no C compiler" in amx.unavailable_reason()
     finally:
         amx._load.cache_clear()
+
+
+@needs_amx
+def test_fused_gelu_is_the_exact_gelu():
+    """convert_linears moves a FeedForward's erf GELU into its first layer's epilogue (kernels/ek_gelu.h); the
+    block must still compute fc2(gelu(fc1(x))), also on the autograd path."""
+    from encoderkit.nn.layers import FeedForward
+
+    torch.manual_seed(1)
+    ffn = FeedForward(96, 200).eval()
+    x = torch.randn(3, 50, 96) * 4  # GELU's whole range: large negative, around 0, large positive
+    with torch.no_grad():
+        h = nn.functional.linear(x.double(), ffn.fc1.weight.double(), ffn.fc1.bias.double())
+        want = nn.functional.linear(nn.functional.gelu(h), ffn.fc2.weight.double(), ffn.fc2.bias.double())
+    amx.convert_linears(ffn)
+    assert ffn.fc1.act == "gelu" and ffn.act is amx.identity and ffn.fc2.act is None
+    with torch.inference_mode():
+        got = ffn(x)
+    assert _rel(got, want) < 2e-5, _rel(got, want)
+    ffn.train()
+    xg = x.clone().requires_grad_(True)
+    out = ffn(xg)  # autograd: nn.Linear's product, GELU applied by the layer itself
+    assert _rel(out.detach(), want) < 1e-6
+    out.sum().backward()
+    assert xg.grad is not None

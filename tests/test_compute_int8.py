@@ -89,3 +89,21 @@ def test_amx_kernel_equals_the_torch_path(rows, k, n, bias):
         finally:
             layer._amx = kept
     assert amx.shape == (rows, n) and torch.equal(amx, torch_path)
+
+
+def test_amx_kernel_fused_gelu():
+    torch.manual_seed(3)
+    layer = Int8Linear(nn.Linear(384, 1536))
+    if layer._amx is None:
+        pytest.skip("no AMX-INT8 here (or no C compiler): the torch._int_mm path runs, tested above")
+    layer.act = "gelu"
+    x = torch.randn(300, 384) * 2
+    with torch.inference_mode():
+        fused = layer(x)
+        kept, layer._amx = layer._amx, None
+        try:
+            torch_path = layer(x)  # torch._int_mm, then torch's GELU
+        finally:
+            layer._amx = kept
+    assert torch.allclose(fused, torch_path, rtol=1e-5, atol=1e-6 * torch_path.abs().max().item())
+    assert not torch.equal(fused, torch.nn.functional.gelu(fused))  # the GELU was applied (not twice, not never)

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from encoderkit.compute.int8 import cpu_flags
@@ -41,11 +42,11 @@ from encoderkit.compute.int8 import cpu_flags
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "amx_bf16x3.c"
-FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-shared",
+FLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-shared",
          "-fPIC")
 NEEDED_CPU = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512vl")
 INT8_SOURCE = SOURCE.with_name("amx_int8.c")
-INT8_FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mamx-tile", "-mamx-int8", "-shared", "-fPIC")
+INT8_FLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mamx-tile", "-mamx-int8", "-shared", "-fPIC")
 INT8_NEEDED_CPU = ("amx_int8", "amx_tile", "avx512bw", "avx512vl")
 ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
 
@@ -77,7 +78,7 @@ def _build(source: Path, flags: tuple[str, ...], needed: tuple[str, ...]) -> tup
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (cc, gcc or clang; or set CC) to build the AMX kernel"
-    src = source.read_bytes()
+    src = source.read_bytes() + b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
     try:
         version = subprocess.run(cc.split() + ["--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
@@ -115,7 +116,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     P, I = ctypes.c_void_p, ctypes.c_int64
     lib.ek_split_rows.argtypes = [P, I, I, I, P, I, I, I]
     lib.ek_pack_weight.argtypes = [P, I, I, P, I, I]
-    lib.ek_gemm_rows.argtypes = [P, I, P, I, P, P, I, I, I]
+    lib.ek_gemm_rows.argtypes = [P, I, P, I, P, P, I, I, I, ctypes.c_int, I]
     for f in (lib.ek_split_rows, lib.ek_pack_weight, lib.ek_gemm_rows):
         f.restype = None
     return lib, ""
@@ -130,7 +131,7 @@ def load_int8() -> tuple[ctypes.CDLL | None, str]:
     P, I = ctypes.c_void_p, ctypes.c_int64
     lib.ek_i8_quantize_rows.argtypes = [P, I, I, I, P, P, I, I, I]
     lib.ek_i8_pack_weight.argtypes = [P, I, I, P, I, I]
-    lib.ek_i8_gemm_rows.argtypes = [P, P, I, P, P, I, I, P, P, I, P, I, I]
+    lib.ek_i8_gemm_rows.argtypes = [P, P, I, P, P, I, I, P, P, I, P, I, I, ctypes.c_int]
     for f in (lib.ek_i8_quantize_rows, lib.ek_i8_pack_weight, lib.ek_i8_gemm_rows):
         f.restype = None
     return lib, ""
@@ -194,6 +195,7 @@ class Bf16x3Linear(nn.Linear):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
         self.k_pad, self.n_pad = _up(self.in_features, 32), _up(self.out_features, 32)
+        self.act: str | None = None  # "gelu": the exact GELU applied to the output too (fuse_activations)
         self._packed_version: tuple | None = None
         self.register_buffer("weight_packed", torch.empty(0, dtype=torch.int16), persistent=False)
         self.register_buffer("bias_padded", None, persistent=False)
@@ -219,7 +221,8 @@ class Bf16x3Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or self.weight.device.type != "cpu" or (
                 torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
-            return super().forward(x)
+            y = super().forward(x)
+            return F.gelu(y) if self.act == "gelu" else y
         if self._packed_version != self._version():
             self._pack()
         lib = require()
@@ -230,27 +233,46 @@ class Bf16x3Linear(nn.Linear):
         out = torch.empty(Mp, self.n_pad, dtype=torch.float32)
         bias = self.bias_padded.data_ptr() if self.bias_padded is not None else None
         xp, sp, wp, op = x2.data_ptr(), split.data_ptr(), self.weight_packed.data_ptr(), out.data_ptr()
+        gelu = int(self.act == "gelu")
 
         def rows(m0: int, m1: int) -> None:
             lib.ek_split_rows(xp, M, self.in_features, self.in_features, sp, self.k_pad, m0, m1)
-            lib.ek_gemm_rows(sp, self.k_pad, wp, self.n_pad, bias, op, self.n_pad, m0, m1)
+            lib.ek_gemm_rows(sp, self.k_pad, wp, self.n_pad, bias, op, self.n_pad, m0, m1, gelu,
+                             self.out_features)
 
         run_rows(rows, Mp, torch.get_num_threads())
         y = out[:M] if self.n_pad == self.out_features else out[:M, :self.out_features]
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, AMX bf16x3 (fp32 accuracy)"
+        act = f", then {self.act}" if self.act else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, AMX bf16x3 (fp32 accuracy){act}"
 
 
 def convert_linears(model: nn.Module) -> nn.Module:
-    """Replace every nn.Linear inside `model` by a Bf16x3Linear, in place; returns the model."""
+    """Replace every nn.Linear inside `model` by a Bf16x3Linear, in place, and fuse the exact GELU of feed-forward
+    blocks into their first layer; returns the model."""
     require()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear and child.weight.dtype == torch.float32:
                 setattr(parent, name, Bf16x3Linear(child))
+    return fuse_activations(model, Bf16x3Linear)
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def fuse_activations(model: nn.Module, kind: type) -> nn.Module:
+    """In every FeedForward (act(x W1 + b1) W2 + b2) whose act is the exact GELU and whose fc1 is a `kind` layer
+    with an `act` slot, the layer applies the GELU in its own epilogue and the block's act becomes the identity."""
+    from encoderkit.nn.layers import FeedForward
+
+    for m in model.modules():
+        if isinstance(m, FeedForward) and m.act is F.gelu and isinstance(m.fc1, kind) and m.fc1.act is None:
+            m.fc1.act, m.act = "gelu", identity
     return model
 
 
-__all__ = ["Bf16x3Linear", "available", "convert_linears", "require", "unavailable_reason"]
+__all__ = ["Bf16x3Linear", "available", "convert_linears", "fuse_activations", "require", "unavailable_reason"]

@@ -64,6 +64,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", q)  # (N, K)
         self.register_buffer("weight_scale", scale.reshape(-1))  # (N,)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.act: str | None = None  # "gelu": the exact GELU applied to the output too (amx.fuse_activations)
         self._prepare_amx()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +82,8 @@ class Int8Linear(nn.Module):
                 y.mul_(self.weight_scale)
             else:  # (a mixed int32 x fp32 product, or one more pass per scale, measured slower)
                 torch.addcmul(self.bias, y, self.weight_scale, out=y)
+        if self.act == "gelu":
+            out = torch.nn.functional.gelu(out)
         return out.reshape(*lead, self.out_features)
 
     def _prepare_amx(self) -> None:
@@ -117,11 +120,12 @@ class Int8Linear(nn.Module):
                                   out.data_ptr())
         bp = bias.data_ptr() if bias is not None else None
         K, N = self.in_features, self.out_features
+        gelu = int(self.act == "gelu")
 
         def rows(m0: int, m1: int) -> None:
             panel = torch.empty(32, n_pad, dtype=torch.int32)  # per call: threads each need their own
             lib.ek_i8_quantize_rows(xp, M, K, K, qp, sp, k_pad, m0, m1)
-            lib.ek_i8_gemm_rows(qp, sp, k_pad, wp, ws, N, n_pad, bp, op, N, panel.data_ptr(), m0, m1)
+            lib.ek_i8_gemm_rows(qp, sp, k_pad, wp, ws, N, n_pad, bp, op, N, panel.data_ptr(), m0, m1, gelu)
 
         run_rows(rows, Mp, torch.get_num_threads())
         return out[:M]
@@ -131,11 +135,16 @@ class Int8Linear(nn.Module):
 
 
 def quantize_linears(model: nn.Module) -> nn.Module:
-    """Replace every nn.Linear inside `model` by an Int8Linear, in place; returns the model."""
+    """Replace every nn.Linear inside `model` by an Int8Linear, in place; returns the model. Where the fused AMX
+    kernel runs, feed-forward blocks' exact GELU moves into their first layer's epilogue (amx.fuse_activations)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear(child))
+    if any(getattr(m, "_amx", None) is not None for m in model.modules()):
+        from encoderkit.compute.amx import fuse_activations
+
+        fuse_activations(model, Int8Linear)
     return model
 
 

@@ -20,6 +20,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "ek_gelu.h"
 #define MBLK 256 /* rows of activations kept in L2 while every column block passes over them */
 
 typedef struct {
@@ -88,9 +90,10 @@ void ek_pack_weight(const float *w, int64_t N, int64_t K, uint16_t *out, int64_t
                 }
 }
 
-/* y[m0:m1, :Np] = split(x)[m0:m1] . W^T (+ bias), m0 and m1 multiples of 32. bias: Np fp32 or NULL. */
+/* y[m0:m1, :Np] = split(x)[m0:m1] . W^T (+ bias), m0 and m1 multiples of 32. bias: Np fp32 or NULL. gelu: apply
+   the exact GELU to each finished block of rows (while it is still in cache), over its first n_act columns. */
 void ek_gemm_rows(const uint16_t *x, int64_t Kp, const uint16_t *wp, int64_t Np, const float *bias, float *y,
-                  int64_t ldy, int64_t m0, int64_t m1) {
+                  int64_t ldy, int64_t m0, int64_t m1, int gelu, int64_t n_act) {
     tilecfg_t cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -149,6 +152,7 @@ void ek_gemm_rows(const uint16_t *x, int64_t Kp, const uint16_t *wp, int64_t Np,
                 _tile_stored(3, yp + 16 * ldy + 16, ldc);
             }
         }
+        if (gelu) ek_gelu_rows(y, ldy, n_act, b0, b1);
     }
     _tile_release();
 }
