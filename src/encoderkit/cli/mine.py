@@ -10,9 +10,12 @@ from encoderkit.cli._common import add_json_flag, emit_json, hidden_alias
 
 def register(sub) -> None:
     p = sub.add_parser("mine", help="mine hard negatives for query/positive pairs from a collection (JSONL out)")
-    p.add_argument("collection", help="collection NAME (see `encoderkit index`) or its folder")
-    p.add_argument("--pairs", required=True,
+    p.add_argument("collection", nargs="?", help="collection NAME (see `encoderkit index`) or its folder")
+    p.add_argument("--pairs",
                    help="a BEIR folder (qrels/SPLIT.tsv), a .jsonl of {query, positive} or a query<TAB>positive .tsv")
+    p.add_argument("--rescore", metavar="MINED",
+                   help="mine nothing: add the --cross-encoder's \"scores\" [positive, negatives...] to the records "
+                        "of this JSONL (a teacher for train retrieval --loss margin-mse / kl); no collection")
     p.add_argument("-o", "--output", dest="out", default=None, metavar="FILE", help="JSONL file to write (required)")
     hidden_alias(p, "--out", dest="out")  # the spelling before issue 17
     p.add_argument("--split", default="train", help="BEIR qrels split (default train)")
@@ -51,6 +54,10 @@ def run_mine(args) -> int:
         raise ValueError("give -o/--output, the JSONL file to write")
     if Path(args.out).is_dir():
         raise ValueError(f"--output {args.out} is a directory; give a .jsonl file path")
+    if args.rescore:
+        return _rescore(args)
+    if not args.collection or not args.pairs:
+        raise ValueError("give a COLLECTION and --pairs to mine (or --rescore MINED --cross-encoder CE)")
     pairs = read_pairs_file(args.pairs, args.split)
     if args.limit:
         pairs = pairs[: args.limit]
@@ -75,3 +82,50 @@ def run_mine(args) -> int:
         print(f"wrote {stats.written} of {stats.pairs} pairs ({stats.queries} queries) with {args.num_negatives} "
               f"negatives each to {args.out}; {stats.short} pairs lacked enough candidates")
     return 0
+
+
+def _rescore(args) -> int:
+    """--rescore: the cross-encoder's logits of each record's (query, positive) and (query, negative) pairs."""
+    from pathlib import Path
+
+    from encoderkit.tasks.hard_negatives import write_jsonl
+    from encoderkit.tasks.rerank import CrossEncoder
+    from encoderkit.train.recipes.cross_encoder import read_mined
+
+    if not args.cross_encoder:
+        raise ValueError("--rescore needs --cross-encoder, the model whose scores are written")
+    if args.collection or args.pairs:
+        raise ValueError("--rescore reads its records from MINED: drop the collection and --pairs")
+    if Path(args.out).resolve() == Path(args.rescore).resolve():
+        raise ValueError("--output must differ from --rescore's input file")
+    records = read_mined(args.rescore)
+    if args.limit:
+        records = records[: args.limit]
+    records = score_records(CrossEncoder.load(args.cross_encoder), records)
+    write_jsonl(records, args.out)
+    pairs = sum(1 + len(r["negatives"]) for r in records)
+    if args.json:
+        emit_json({"out": str(args.out), "records": len(records), "pairs_scored": pairs})
+    else:
+        print(f"wrote {len(records)} records with {pairs} cross-encoder scores to {args.out}")
+    return 0
+
+
+def score_records(cross_encoder, records: list[dict], batch_size: int = 32) -> list[dict]:
+    """Copies of {"query", "positive", "negatives"} records with "scores": the cross-encoder's relevance of the
+    positive, then of each negative, as CrossEncoder.score gives it (replacing any scores they had)."""
+    import numpy as np
+
+    pairs = [(r["query"], d) for r in records for d in (r["positive"], *r["negatives"])]
+    z = cross_encoder.logits(pairs, batch_size)
+    if z.shape[1] == 1:
+        flat = z[:, 0]
+    else:  # as CrossEncoder.score: the positive label's softmax probability
+        e = np.exp(z - z.max(1, keepdims=True))
+        flat = (e / e.sum(1, keepdims=True))[:, cross_encoder.positive_label]
+    out, start = [], 0
+    for r in records:
+        n = 1 + len(r["negatives"])
+        out.append({**r, "scores": [float(v) for v in flat[start:start + n]]})
+        start += n
+    return out

@@ -47,9 +47,10 @@ def check_monitor(cfg: TrainConfig, evaluator: Any) -> None:
 
 
 def fit(trainable: Any, loader: Any, cfg: TrainConfig, evaluator: Any = None, target: Any = None,
-        report: dict | None = None) -> list[dict[str, Any]]:
+        report: dict | None = None, optimizer: Any = None) -> list[dict[str, Any]]:
     """Trainer(trainable, its .loss, loader) with the evaluator (called on target) as eval_fn; fills report with
-    the step losses and the best evaluation; returns the history."""
+    the step losses and the best evaluation; returns the history. optimizer: the Trainer's AdamW over every
+    parameter at cfg.lr unless given (e.g. parameter groups with their own rates)."""
     eval_fn: Callable | None = None
     if evaluator is not None:
         if cfg.monitor == "loss":  # called from Python without a monitor: the evaluator's primary metric
@@ -58,7 +59,7 @@ def fit(trainable: Any, loader: Any, cfg: TrainConfig, evaluator: Any = None, ta
         eval_fn = lambda _model, _data: {k: float(v) for k, v in evaluator(target).items()}  # noqa: E731
     total = len(loader) * cfg.epochs // cfg.grad_accum
     cfg.log_every = max(1, min(cfg.log_every, total // 50))  # ~50 step losses or more for curves.png
-    trainer = Trainer(trainable, lambda m, b: m.loss(b), loader, config=cfg, eval_fn=eval_fn)
+    trainer = Trainer(trainable, lambda m, b: m.loss(b), loader, config=cfg, eval_fn=eval_fn, optimizer=optimizer)
     history = trainer.fit()
     if report is not None:
         report["steps"] = trainer.step_log
