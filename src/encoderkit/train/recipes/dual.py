@@ -274,7 +274,8 @@ def train_dual_encoder(images: np.ndarray | torch.Tensor, captions: Sequence[Seq
             run_loss += float(loss.detach())
             if bar is not None:
                 bar.update(1)
-        rec = {"epoch": epoch + 1, "train_loss": run_loss / steps_per_epoch, "seconds": round(time.perf_counter() - t0, 1)}
+        rec = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": run_loss / steps_per_epoch,
+               "seconds": round(time.perf_counter() - t0, 1)}
         history.append(rec)
         log.info("epoch %d: loss %.4f (%.0f s)", rec["epoch"], rec["train_loss"], rec["seconds"])
         if tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds and epoch + 1 < epochs:
@@ -402,6 +403,12 @@ def train_mnist_dual(style: str, images: np.ndarray, labels: np.ndarray, out: st
     info = {"model": asdict(mc), "train": asdict(tc), "history": history, "train_images": n_train,
             "templates": list(templates)}
     save_dual_encoder(out, model, tok, info)
+    try:  # per-epoch training loss, as every recipe writes (#16)
+        from encoderkit.train.curves import plot_curves
+
+        plot_curves(history, [], Path(out) / "curves.png")
+    except ImportError:
+        log.warning("matplotlib is not installed: no curves.png (pip install matplotlib)")
     test_x, test_y = images[n_train:], labels[n_train:]
     res = evaluate_dual_encoder(out, list(test_x), test_y, {p: [fill(p, d) for d in range(10)] for p in prompts})
     # the saved folder, read back by encoderkit.load, must give the training-time vectors

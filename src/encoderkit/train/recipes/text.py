@@ -379,7 +379,7 @@ def attention_dropout_while_training(encoder, p: float | None):
 
 
 def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temperature: float = 0.05,
-                      attention_dropout: float | None = 0.0) -> list[dict[str, Any]]:
+                      attention_dropout: float | None = 0.0, report: dict | None = None) -> list[dict[str, Any]]:
     """Fine-tune a loaded text Encoder in place on (query, positive document) pairs with in-batch negatives
     (multiple-negatives ranking, scale = 1 / temperature); returns the Trainer's history. The encoder is left
     in eval mode, ready to encode or `save`. attention_dropout: dropout on the attention probabilities while
@@ -400,8 +400,12 @@ def train_contrastive(encoder, pairs: list[tuple[str, str]], config=None, temper
     model = ContrastiveTrainable(encoder, temperature)
     loader = torch.utils.data.DataLoader(_Pairs(pairs), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(cfg.seed), collate_fn=_collate_pairs)
+    trainer = Trainer(model, lambda m, b: m.loss(b), loader, config=cfg)
     with attention_dropout_while_training(encoder, attention_dropout):
-        return Trainer(model, lambda m, b: m.loss(b), loader, config=cfg).fit()
+        history = trainer.fit()
+    if report is not None:
+        report["steps"] = trainer.step_log  # the logged step losses (report: for curves.png)
+    return history
 
 
 # ------------------------------------------------------------------------------------ CLI recipes
@@ -466,12 +470,21 @@ def _contrastive_run(args: argparse.Namespace) -> dict[str, Any]:
     enc = encoderkit.load(args.model, max_length=args.max_length)
     cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
     cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
+    cfg.log_every = max(1, min(cfg.log_every, len(pairs) // cfg.batch_size * cfg.epochs // 50))  # ~50 points
     t0 = time.perf_counter()
+    report: dict = {}
     history = train_contrastive(enc, pairs, cfg, args.temperature,
-                                attention_dropout=None if args.attention_dropout < 0 else args.attention_dropout)
+                                attention_dropout=None if args.attention_dropout < 0 else args.attention_dropout,
+                                report=report)
+    seconds = round(time.perf_counter() - t0, 1)
     enc.save(args.out)
+    from encoderkit.train.model_card import CardInfo, write_training_report
+
+    info = CardInfo("bi-encoder", args.model, {Path(args.data).name: len(pairs)}, "mnrl (in-batch negatives)",
+                    {"temperature": args.temperature, "max_length": args.max_length}, cfg, seconds=seconds)
+    files = write_training_report(args.out, info, history, report.get("steps"))
     return {"recipe": "contrastive", "out": str(args.out), "pairs": len(pairs), "epochs": len(history),
-            "train_loss": history[-1].get("train_loss"), "seconds": round(time.perf_counter() - t0, 1)}
+            "train_loss": history[-1].get("train_loss"), "seconds": seconds, **files}
 
 
 register_recipe("mlm", _pretrain_args, _pretrain_run("mlm"), "masked language modelling (BERT) on raw text")
