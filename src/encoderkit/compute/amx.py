@@ -10,7 +10,10 @@ Each bf16 x bf16 product is exact in fp32 and AMX accumulates in fp32, so the re
 while AMX's bf16 throughput is ~11x the fp32 FMA units' on MiniLM's shapes, so three products still cost about a
 third of one fp32 GEMM. torch / oneDNN cannot do this themselves: their bf16 GEMMs round the output to bf16
 (relative error ~3e-3), and oneDNN's fp32 GEMM with bf16 "fpmath" converts both operands on every call (2x fp32,
-not 3x). Everything between the GEMMs (attention, LayerNorm, GELU, residuals) stays torch fp32.
+not 3x). Everything between the GEMMs (attention, LayerNorm, residuals) stays torch fp32; a feed-forward block's
+exact GELU runs in the kernel's epilogue (kernels/ek_gelu.h) on rows still in cache.
+
+The int8 compute mode uses a second kernel of the same build (kernels/amx_int8.c, `load_int8`, on AMX-INT8 CPUs).
 
 The kernel is C with AMX intrinsics, compiled once per machine by the system's C compiler (`cc`, or $CC) into
 encoderkit's cache folder and loaded with ctypes (which releases the GIL: several threads run disjoint row
@@ -42,11 +45,11 @@ from encoderkit.compute.int8 import cpu_flags
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "amx_bf16x3.c"
-FLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-shared",
-         "-fPIC")
+COMMON_FLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-shared", "-fPIC")
+FLAGS = COMMON_FLAGS + ("-mavx512bf16", "-mamx-tile", "-mamx-bf16")
 NEEDED_CPU = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512vl")
 INT8_SOURCE = SOURCE.with_name("amx_int8.c")
-INT8_FLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mamx-tile", "-mamx-int8", "-shared", "-fPIC")
+INT8_FLAGS = COMMON_FLAGS + ("-mamx-tile", "-mamx-int8")
 INT8_NEEDED_CPU = ("amx_int8", "amx_tile", "avx512bw", "avx512vl")
 ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
 
@@ -95,6 +98,9 @@ def _build(source: Path, flags: tuple[str, ...], needed: tuple[str, ...]) -> tup
                 first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
                 return None, f"building the AMX kernel with {cc!r} failed: {first}"
             os.replace(out, so)  # atomic: concurrent first uses each build, one file wins, none is torn
+        for stale in so.parent.glob(f"{source.stem}-*.so"):  # builds of older sources or compilers
+            if stale != so:
+                stale.unlink(missing_ok=True)  # (a process that has one loaded keeps its mapping)
     lib = ctypes.CDLL(str(so))
     if _request_tiles() != 0:
         return None, "the Linux kernel refused AMX tile state to this process (arch_prctl XTILEDATA; Linux >= 5.16)"
