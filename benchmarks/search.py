@@ -66,7 +66,10 @@ def main() -> None:
     ap.add_argument("--colbert-model", help="--scifact: a ColBERT / MultiVectorEncoder folder (e.g. from `encoderkit "
                                             "train colbert`) for late rows of its own collection")
     ap.add_argument("--exact-queries", type=int, default=0, help="--scifact: queries for the exact late rows (MaxSim "
-                                                                 "over every document; 0: all)")
+                                                                 "over every document; 0: all; -1: none)")
+    ap.add_argument("--plaid", default="", help="--scifact: late rows beside PLAID's defaults, 'nprobe:re-scored' "
+                                                "pairs (default '16:128,8:64')")
+    ap.add_argument("--colbert-only", action="store_true", help="--scifact: only the --colbert-model collection")
     ap.add_argument("--timing-queries", type=int, default=50, help="--scifact: queries timed with their encoding")
     ap.add_argument("--beir", metavar="DIR", help="--scifact: the SciFact folder (default $ENCODERKIT_DATA/scifact)")
     args = ap.parse_args()

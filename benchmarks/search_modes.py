@@ -24,13 +24,18 @@ FIRST = 0  # the smallest query_limit of a plan: every row's NDCG is also given 
 EXACT = 1 << 30  # late_nprobe past every centroid and late_candidates past every document: exact MaxSim over all
 
 
-def late_plans(name: str, n_docs: int, exact_queries: int) -> list[tuple[str, str, dict]]:
-    """Late search of one collection (PLAID cache): exact MaxSim over every document, then PLAID at a few depths."""
-    return [(f"late {name}, exact (MaxSim over every document)", "late",
-             {"late_nprobe": EXACT, "late_candidates": n_docs, "query_limit": exact_queries}),
-            (f"late {name}, PLAID nprobe 32, 256 re-scored (default)", "late", {}),
-            (f"late {name}, PLAID nprobe 16, 128 re-scored", "late", {"late_nprobe": 16, "late_candidates": 128}),
-            (f"late {name}, PLAID nprobe 8, 64 re-scored", "late", {"late_nprobe": 8, "late_candidates": 64})]
+def late_plans(name: str, n_docs: int, exact_queries: int, plaid: str = "") -> list[tuple[str, str, dict]]:
+    """Late search of one collection (PLAID cache): exact MaxSim over every document (exact_queries < 0: not
+    measured), then PLAID at its defaults and at each 'nprobe:re-scored' pair of `plaid` (default 16:128,8:64)."""
+    from encoderkit.store.plaid import MIN_CANDIDATES, NPROBE
+
+    out = [] if exact_queries < 0 else [(f"late {name}, exact (MaxSim over every document)", "late",
+                                         {"late_nprobe": EXACT, "late_candidates": n_docs, "query_limit": exact_queries})]
+    out.append((f"late {name}, PLAID nprobe {NPROBE}, {MIN_CANDIDATES} re-scored (default)", "late", {}))
+    for pair in (plaid or "16:128,8:64").split(","):
+        p, c = (int(x) for x in pair.split(":"))
+        out.append((f"late {name}, PLAID nprobe {p}, {c} re-scored", "late", {"late_nprobe": p, "late_candidates": c}))
+    return out
 
 
 def subset(data: Any, limit: int, n_queries: int) -> tuple[list[str], list[str], dict, dict]:
@@ -181,6 +186,23 @@ def rows_for(col: Any, queries: dict, qrels: dict, plans: list[tuple[str, str, d
     return rows
 
 
+def main_rows(path: Path, enc: Any, ids: list[str], texts: list[str], queries: dict, qrels: dict,
+              args: Any) -> list[dict]:
+    """Dense, BM25, late over MiniLM's own token vectors and hybrids, from one collection."""
+    col, took, t_plaid = build(path, enc, ids, texts, ["dense", "late"], "PLAID")
+    print(f"built dense + late + BM25 collection in {took:.0f} s (PLAID cache: {col._sync_late().K} centroids, "
+          f"{t_plaid:.0f} s)", flush=True)
+    rows = rows_for(col, queries, qrels, [
+        ("dense (vector)", "vector", {}),
+        ("BM25 (keyword)", "keyword", {}),
+        *late_plans("MiniLM tokens", len(ids), args.exact_queries, args.plaid),
+        ("hybrid vector+keyword (RRF)", "hybrid", {"modes": ["vector", "keyword"]}),
+        ("hybrid vector+keyword+late (RRF, PLAID)", "hybrid", {"modes": ["vector", "keyword", "late"]}),
+    ], args.timing_queries)
+    col.close()
+    return rows
+
+
 def run(args: Any) -> None:
     import torch
 
@@ -204,23 +226,14 @@ def run(args: Any) -> None:
     enc.token_late = True  # MiniLM's own normalized token vectors for late interaction, no training
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        col, took, t_plaid = build(Path(tmp) / "main", enc, ids, texts, ["dense", "late"], "PLAID")
-        print(f"built dense + late + BM25 collection in {took:.0f} s (PLAID cache: {col._sync_late().K} centroids, "
-              f"{t_plaid:.0f} s)", flush=True)
-        rows += rows_for(col, queries, qrels, [
-            ("dense (vector)", "vector", {}),
-            ("BM25 (keyword)", "keyword", {}),
-            *late_plans("MiniLM tokens", len(ids), args.exact_queries),
-            ("hybrid vector+keyword (RRF)", "hybrid", {"modes": ["vector", "keyword"]}),
-            ("hybrid vector+keyword+late (RRF, PLAID)", "hybrid", {"modes": ["vector", "keyword", "late"]}),
-        ], args.timing_queries)
-        col.close()
+        if not args.colbert_only:
+            rows += main_rows(Path(tmp) / "main", enc, ids, texts, queries, qrels, args)
         if args.colbert_model:
             cb, took, t_plaid = build(Path(tmp) / "colbert", encoderkit.load(args.colbert_model), ids, texts, ["late"],
                                       "PLAID")
             print(f"built ColBERT collection ({args.colbert_model}) in {took:.0f} s (PLAID cache: "
                   f"{cb._sync_late().K} centroids, {t_plaid:.0f} s)", flush=True)
-            rows += rows_for(cb, queries, qrels, late_plans("ColBERT head", len(ids), args.exact_queries),
+            rows += rows_for(cb, queries, qrels, late_plans("ColBERT head", len(ids), args.exact_queries, args.plaid),
                              args.timing_queries)
             cb.close()
         if args.sparse_model:
