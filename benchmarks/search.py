@@ -9,11 +9,11 @@ indexes are trained on a sample of the size the Collection uses) at scale: build
 search, queries/s (one query at a time) and bytes per vector of the serialized index. `lowrank` vectors have an
 intrinsic dimension of 32 plus noise, closer to real embeddings than isotropic Gaussians.
 
-    python benchmarks/search.py --scifact [--limit 1000] [--query-limit 300] [--sparse-model FOLDER] [--colbert-model FOLDER]
-        [--exact-queries N] [--threads 1]
+    python benchmarks/search.py --scifact [--limit 1000] [--query-limit 300] [--sparse-model FOLDER]
+        [--colbert-model FOLDER] [--exact-queries N] [--plaid 16:128,8:64] [--threads 1]
 
-measures each search mode (dense, BM25, late exact and through PLAID, sparse, hybrid) on BEIR SciFact: NDCG@10, queries/s and bytes per
-document on disk and in memory (benchmarks/search_modes.py)."""
+measures each search mode (dense, BM25, late exact and through PLAID, sparse, hybrid) on BEIR SciFact: NDCG@10,
+queries/s and bytes per document on disk and in memory (benchmarks/search_modes.py)."""
 from __future__ import annotations
 
 import argparse

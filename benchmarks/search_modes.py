@@ -29,8 +29,8 @@ def late_plans(name: str, n_docs: int, exact_queries: int, plaid: str = "") -> l
     measured), then PLAID at its defaults and at each 'nprobe:re-scored' pair of `plaid` (default 16:128,8:64)."""
     from encoderkit.store.plaid import MIN_CANDIDATES, NPROBE
 
-    out = [] if exact_queries < 0 else [(f"late {name}, exact (MaxSim over every document)", "late",
-                                         {"late_nprobe": EXACT, "late_candidates": n_docs, "query_limit": exact_queries})]
+    exact = {"late_nprobe": EXACT, "late_candidates": n_docs, "query_limit": exact_queries}
+    out = [] if exact_queries < 0 else [(f"late {name}, exact (MaxSim over every document)", "late", exact)]
     out.append((f"late {name}, PLAID nprobe {NPROBE}, {MIN_CANDIDATES} re-scored (default)", "late", {}))
     for pair in (plaid or "16:128,8:64").split(","):
         p, c = (int(x) for x in pair.split(":"))
@@ -181,7 +181,8 @@ def rows_for(col: Any, queries: dict, qrels: dict, plans: list[tuple[str, str, d
                                             ["ndcg@10"])["ndcg@10"],
                      "qps": qps_all, "qps_search": qps_search, "disk_per_doc": disk / n, "mem_per_doc": mem / n})
         r = rows[-1]
-        print(f"| {r['mode']} | {r['ndcg@10']:.4f} | {r['ndcg_first']:.4f} | {r['qps']:,.1f} | {r['qps_search']:,.1f} | "
+        print(f"| {r['mode']} | {r['ndcg@10']:.4f} | {r['ndcg_first']:.4f} | {r['qps']:,.1f} | "
+              f"{r['qps_search']:,.1f} | "
               f"{r['disk_per_doc']:,.0f} | {r['mem_per_doc']:,.0f} |", flush=True)
     return rows
 
@@ -246,7 +247,8 @@ def run(args: Any) -> None:
     print(f"\n| mode | NDCG@10 | NDCG@10 (first {FIRST} queries) | queries/s (with query encoding) | queries/s (search "
           "only) | bytes/doc on disk | bytes/doc in memory |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['ndcg@10']:.4f} | {r['ndcg_first']:.4f} | {r['qps']:,.1f} | {r['qps_search']:,.1f} | "
+        print(f"| {r['mode']} | {r['ndcg@10']:.4f} | {r['ndcg_first']:.4f} | {r['qps']:,.1f} | "
+              f"{r['qps_search']:,.1f} | "
               f"{r['disk_per_doc']:,.0f} | {r['mem_per_doc']:,.0f} |")
     if not args.sparse_model:
         print("\nsparse: not measured; it needs a trained SPLADE-style model (MLM head + SpladePooling): give its "

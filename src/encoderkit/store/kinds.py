@@ -1,9 +1,10 @@
 """What a collection holds beside one dense vector per document, and how it is searched: learned sparse vectors
 (`mode="sparse"`, store/sparse_index.py) and token vectors for late interaction (`mode="late"`,
-store/late_index.py; candidates from PLAID centroids, store/plaid.py, or a FAISS token index). A collection records its kinds in its meta ("kinds": "dense,sparse,late"); one created
-before kinds existed holds "dense" only and opens as before. The encoder contract: `encode(texts,
-output="sparse")` -> scipy CSR (n, vocab); `encode(texts, output="multivector")` -> list of (n_i, d) arrays;
-`encode_query` / `encode_document` for the two sides when the model has them."""
+store/late_index.py; candidates from PLAID centroids, store/plaid.py, or a FAISS token index). A collection
+records its kinds in its meta ("kinds": "dense,sparse,late"); one created before kinds existed holds "dense" only
+and opens as before. The encoder contract: `encode(texts, output="sparse")` -> scipy CSR (n, vocab);
+`encode(texts, output="multivector")` -> list of (n_i, d) arrays; `encode_query` / `encode_document` for the two
+sides when the model has them."""
 from __future__ import annotations
 
 import logging

@@ -230,7 +230,8 @@ class PlaidIndex:
             S = X @ self.C.T  # each token's best centroid must be among its codes, each code some token's best
             best = S.max(axis=1, keepdims=True)  # (a float tie between two centroids may go either way: 1e-5)
             near = S >= best - 1e-5
-            if self.ntok[pos[r]] != len(X) or not near[:, mine].any(axis=1).all() or not near[:, mine].any(axis=0).all():
+            held = near[:, mine]
+            if self.ntok[pos[r]] != len(X) or not held.any(axis=1).all() or not held.any(axis=0).all():
                 wrong.append(r)
         if wrong:
             out.append(f"PLAID codes of {len(wrong)} of {len(sample)} sampled documents differ from their stored "
