@@ -16,10 +16,12 @@ from conftest import data_path
 from encoderkit.compute.int8 import ROWS, Int8Linear, quantize_linears, quantize_rows
 
 
-def _reference(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+def _reference(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The formula in float64: per-row symmetric scales max|.|/127 for the weight's output channels and for each
     token, integer products summed exactly, rescaled, bias added."""
-    w, x = linear.weight.double(), x.double()
+    w = linear.weight.double() if hasattr(linear, "weight") else \
+        linear.weight_int8.double() * linear.weight_scale.double().unsqueeze(1)  # an Int8Linear's own weights
+    x = x.double()
     sw = w.abs().amax(1, keepdim=True) / 127
     sx = x.abs().amax(1, keepdim=True) / 127
     wq, xq = torch.round(w / sw), torch.round(x / sx)
@@ -107,3 +109,26 @@ def test_amx_kernel_fused_gelu():
             layer._amx = kept
     assert torch.allclose(fused, torch_path, rtol=1e-5, atol=1e-6 * torch_path.abs().max().item())
     assert not torch.equal(fused, torch.nn.functional.gelu(fused))  # the GELU was applied (not twice, not never)
+
+
+def test_fused_feed_forward_equals_its_two_layers():
+    """On AMX-INT8 CPUs quantize_linears runs each GELU FeedForward as one kernel call per 32-row strip
+    (Int8FeedForward); it must give the two Int8Linear layers' numbers, and fall back to them when training."""
+    from encoderkit.compute.int8 import Int8FeedForward
+    from encoderkit.nn.layers import FeedForward
+
+    torch.manual_seed(5)
+    holder = nn.Sequential(FeedForward(96, 200).eval())
+    quantize_linears(holder)
+    ffn = holder[0]
+    if not isinstance(ffn, Int8FeedForward):
+        pytest.skip("no AMX-INT8 here (or no C compiler): feed-forward blocks keep their two layers")
+    x = torch.randn(3, 45, 96) * 3  # 135 rows: several strips and a part strip
+    with torch.inference_mode():
+        fused = ffn(x)
+        layers = ffn.fc2(ffn.fc1(x))
+    assert fused.shape == (3, 45, 96) and torch.equal(fused, layers)
+    # and the layers are the formula: W8A8 fc1, exact GELU, W8A8 fc2 (float64 reference, per-token scales)
+    h = torch.nn.functional.gelu(_reference(ffn.fc1, x.reshape(-1, 96).float()).float())
+    want = _reference(ffn.fc2, h)
+    assert torch.allclose(fused.reshape(-1, 96).double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())

@@ -138,7 +138,8 @@ def load_int8() -> tuple[ctypes.CDLL | None, str]:
     lib.ek_i8_quantize_rows.argtypes = [P, I, I, I, P, P, I, I, I]
     lib.ek_i8_pack_weight.argtypes = [P, I, I, P, I, I]
     lib.ek_i8_gemm_rows.argtypes = [P, P, I, P, P, I, I, P, P, I, P, I, I, ctypes.c_int]
-    for f in (lib.ek_i8_quantize_rows, lib.ek_i8_pack_weight, lib.ek_i8_gemm_rows):
+    lib.ek_i8_ffn_rows.argtypes = [P, I, I, I, P, P, P, I, I, I, P, P, P, I, I, I, P, I, P, P, P, P, P, I, I]
+    for f in (lib.ek_i8_quantize_rows, lib.ek_i8_pack_weight, lib.ek_i8_gemm_rows, lib.ek_i8_ffn_rows):
         f.restype = None
     return lib, ""
 

@@ -134,6 +134,55 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 per-channel / per-token"
 
 
+class Int8FeedForward(nn.Module):
+    """A FeedForward block (fc2(gelu(fc1(x)))) whose two Int8Linear layers run as one AMX call per 32-row strip
+    (kernels/amx_int8.c, ek_i8_ffn_rows): the d_ff-wide intermediate stays in cache instead of being written and
+    read back as fp32. Same numbers as the two layers one after the other (tested bit for bit)."""
+
+    def __init__(self, ffn: nn.Module):
+        super().__init__()
+        self.fc1, self.fc2, self.drop = ffn.fc1, ffn.fc2, ffn.drop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, fc2 = self.fc1, self.fc2
+        if x.device.type != "cpu" or fc1._amx is None or fc2._amx is None or (self.training and self.drop.p > 0):
+            return fc2(self.drop(fc1(x)))  # fc1 applies the GELU itself (act "gelu")
+        from encoderkit.compute.amx import run_rows
+
+        lib, kp1, fp, w1, ws1, b1 = fc1._amx
+        _, kp2, np_, w2, ws2, b2 = fc2._amx
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, fc1.in_features).float().contiguous()
+        M, K, F, N = x2.shape[0], fc1.in_features, fc1.out_features, fc2.out_features
+        Mp = -(-max(M, 1) // 32) * 32
+        out = torch.empty(Mp, N, dtype=torch.float32)
+        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+
+        def rows(m0: int, m1: int) -> None:  # scratch per call: threads each need their own
+            q1, p1 = torch.empty(32, kp1, dtype=torch.int8), torch.empty(32, fp, dtype=torch.int32)
+            h, q2 = torch.empty(32, F), torch.empty(32, kp2, dtype=torch.int8)
+            p2 = torch.empty(32, np_, dtype=torch.int32)
+            lib.ek_i8_ffn_rows(x2.data_ptr(), M, K, K, w1.data_ptr(), ws1.data_ptr(), ptr(b1), F, kp1, fp,
+                               w2.data_ptr(), ws2.data_ptr(), ptr(b2), N, kp2, np_, out.data_ptr(), N,
+                               q1.data_ptr(), p1.data_ptr(), h.data_ptr(), q2.data_ptr(), p2.data_ptr(), m0, m1)
+
+        run_rows(rows, Mp, torch.get_num_threads())
+        return out[:M].reshape(*lead, N)
+
+
+def fuse_feed_forwards(model: nn.Module) -> nn.Module:
+    """Replace each FeedForward whose fc1 (GELU fused) and fc2 run the AMX-INT8 kernel by an Int8FeedForward."""
+    from encoderkit.nn.layers import FeedForward
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FeedForward) and isinstance(child.fc1, Int8Linear) and child.fc1.act == "gelu" \
+                    and isinstance(child.fc2, Int8Linear) and child.fc1._amx is not None \
+                    and child.fc2._amx is not None and child.fc2.act is None:
+                setattr(parent, name, Int8FeedForward(child))
+    return model
+
+
 def quantize_linears(model: nn.Module) -> nn.Module:
     """Replace every nn.Linear inside `model` by an Int8Linear, in place; returns the model. Where the fused AMX
     kernel runs, feed-forward blocks' exact GELU moves into their first layer's epilogue (amx.fuse_activations)."""
@@ -145,7 +194,8 @@ def quantize_linears(model: nn.Module) -> nn.Module:
         from encoderkit.compute.amx import fuse_activations
 
         fuse_activations(model, Int8Linear)
+        fuse_feed_forwards(model)
     return model
 
 
-__all__ = ["Int8Linear", "cpu_flags", "fast_int8_matmul", "quantize_linears", "quantize_rows"]
+__all__ = ["Int8FeedForward", "Int8Linear", "cpu_flags", "fuse_feed_forwards", "fast_int8_matmul", "quantize_linears", "quantize_rows"]
