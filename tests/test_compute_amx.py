@@ -166,3 +166,34 @@ def test_fused_gelu_is_the_exact_gelu():
     assert _rel(out.detach(), want) < 1e-6
     out.sum().backward()
     assert xg.grad is not None
+
+
+def test_fused_add_layernorm_equals_torch():
+    """compute modes give post-norm EncoderLayers a one-pass ln(x + y) (kernels/ek_addnorm.c); it must equal
+    torch's add then LayerNorm to fp32 accuracy, for any row count and width, and leave training to torch."""
+    from encoderkit.nn.layers import EncoderLayer
+
+    lib, why = amx.load_addnorm()
+    if lib is None:
+        pytest.skip(f"row kernel not built here: {why}")
+    fused = amx.AddLayerNorm(lib)
+    for rows, d in [(1, 384), (33, 384), (300, 100), (7, 17)]:
+        torch.manual_seed(rows + d)
+        ln = nn.LayerNorm(d, eps=1e-12)
+        with torch.no_grad():
+            ln.weight.normal_(1, 0.2), ln.bias.normal_(0, 0.2)
+        x, y = torch.randn(rows, d) * 3 + 1, torch.randn(rows, d)
+        with torch.inference_mode():
+            got, want = fused(x, y, ln), ln(x + y)
+            ref = nn.functional.layer_norm((x + y).double(), (d,), ln.weight.double(), ln.bias.double(), 1e-12)
+        assert got.shape == want.shape and _rel(got, ref) < 1e-6, (rows, d, _rel(got, ref))
+        assert not torch.equal(got, x + y)
+    layer = EncoderLayer(64, 4, 128).eval()
+    x = torch.randn(2, 9, 64)
+    with torch.inference_mode():
+        plain = layer(x)
+        amx.fuse_add_norms(layer)
+        assert layer.add_norm is not None
+        assert _rel(layer(x), plain.double()) < 1e-6
+    layer.train()  # training: torch's own ops (autograd), dropout included
+    layer(x.requires_grad_(True)).sum().backward()

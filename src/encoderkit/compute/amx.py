@@ -51,6 +51,7 @@ NEEDED_CPU = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512vl")
 INT8_SOURCE = SOURCE.with_name("amx_int8.c")
 INT8_FLAGS = COMMON_FLAGS + ("-mamx-tile", "-mamx-int8")
 INT8_NEEDED_CPU = ("amx_int8", "amx_tile", "avx512bw", "avx512vl")
+ADDNORM_SOURCE = SOURCE.with_name("ek_addnorm.c")
 ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
 
 
@@ -142,6 +143,55 @@ def load_int8() -> tuple[ctypes.CDLL | None, str]:
     for f in (lib.ek_i8_quantize_rows, lib.ek_i8_pack_weight, lib.ek_i8_gemm_rows, lib.ek_i8_ffn_rows):
         f.restype = None
     return lib, ""
+
+
+@functools.lru_cache(maxsize=1)
+def load_addnorm() -> tuple[ctypes.CDLL | None, str]:
+    """The residual add + LayerNorm row kernel (kernels/ek_addnorm.c; AVX-512 only, no AMX), or (None, why not)."""
+    lib, why = _build(ADDNORM_SOURCE, COMMON_FLAGS, ("avx512f", "avx512bw", "avx512vl"))
+    if lib is None:
+        return None, why
+    P, I = ctypes.c_void_p, ctypes.c_int64
+    lib.ek_add_layernorm_rows.argtypes = [P, P, I, P, P, ctypes.c_float, P, I, I]
+    lib.ek_add_layernorm_rows.restype = None
+    return lib, ""
+
+
+class AddLayerNorm:
+    """ln(x + y) for a post-norm encoder layer (nn.layers.EncoderLayer.add_norm) in one pass over each row on
+    AVX-512 CPUs, for inference on contiguous fp32 CPU tensors; anything else goes through torch."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+        D = x.shape[-1]
+        if (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or ln.weight.requires_grad)) \
+                or x.device.type != "cpu" or x.dtype != torch.float32 or y.dtype != torch.float32 \
+                or x.shape != y.shape or tuple(ln.normalized_shape) != (D,) \
+                or (ln.weight is not None and ln.weight.dtype != torch.float32):
+            return ln(x + y)
+        x2, y2 = x.contiguous(), y.contiguous()
+        out = torch.empty_like(x2)
+        rows = x2.numel() // D
+        g = ln.weight.detach().data_ptr() if ln.weight is not None else None
+        b = ln.bias.detach().data_ptr() if ln.bias is not None else None
+        xp, yp, op = x2.data_ptr(), y2.data_ptr(), out.data_ptr()
+        run_rows(lambda m0, m1: self.lib.ek_add_layernorm_rows(xp, yp, D, g, b, float(ln.eps), op, m0, min(m1, rows)),
+                 -(-rows // 32) * 32, torch.get_num_threads())
+        return out
+
+
+def fuse_add_norms(model: nn.Module) -> nn.Module:
+    """Post-norm EncoderLayers compute LN(x + f(x)) with AddLayerNorm where the row kernel builds; returns model."""
+    from encoderkit.nn.layers import EncoderLayer
+
+    lib, _ = load_addnorm()
+    if lib is not None:
+        for m in model.modules():
+            if isinstance(m, EncoderLayer) and not m.norm_first:
+                m.add_norm = AddLayerNorm(lib)
+    return model
 
 
 def available() -> bool:
@@ -264,7 +314,7 @@ def convert_linears(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear and child.weight.dtype == torch.float32:
                 setattr(parent, name, Bf16x3Linear(child))
-    return fuse_activations(model, Bf16x3Linear)
+    return fuse_add_norms(fuse_activations(model, Bf16x3Linear))
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:

@@ -89,12 +89,16 @@ class EncoderLayer(nn.Module):
         self.ln2 = nn.LayerNorm(d_model, eps=ln_eps)
         self.drop = nn.Dropout(dropout)
         self.norm_first = norm_first
+        self.add_norm = None  # post-norm: a fused ln(x + y), add_norm(x, y, ln) (set by compute modes)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 causal: bool = False) -> torch.Tensor:
         if self.norm_first:
             x = x + self.drop(self.attn(self.ln1(x), bias, position_ids, causal))
             return x + self.drop(self.ffn(self.ln2(x)))
+        if self.add_norm is not None and not self.training:
+            h = self.add_norm(x, self.attn(x, bias, position_ids, causal), self.ln1)
+            return self.add_norm(h, self.ffn(h), self.ln2)
         h = self.ln1(x + self.drop(self.attn(x, bias, position_ids, causal)))
         return self.ln2(h + self.drop(self.ffn(h)))
 
