@@ -24,10 +24,14 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.mark.parametrize("compute", ["onnx", "openvino", "fp32"])
+@pytest.mark.parametrize("compute", ["onnx", "openvino", "fp32", "bf16x3"])
 def test_served_vectors_follow_compute_and_match_torch(folder, compute):
     if compute in ENGINES:
         pytest.importorskip(ENGINES[compute])
+    from encoderkit.compute import amx
+
+    if compute == "bf16x3" and not amx.available():
+        pytest.skip(f"bf16x3 cannot run here: {amx.unavailable_reason()}")
     from encoderkit.serve.app import create_app
     from encoderkit.serve.state import ServeConfig
     from encoderkit.serve.testing import LiveServer
@@ -38,6 +42,7 @@ def test_served_vectors_follow_compute_and_match_torch(folder, compute):
         info = httpx.get(srv.url + "/info").json()
         assert info["compute"] == compute
         assert info["compute_engine"].startswith({"onnx": "onnxruntime", "openvino": "openvino"}.get(compute, "torch"))
+        assert ("AMX" in info["compute_engine"]) == (compute == "bf16x3")
         got = {"tei": np.array(httpx.post(srv.url + "/embed", json={"inputs": TEXTS, "normalize": False}).json()),
                "openai": np.array([d["embedding"] for d in httpx.post(
                    srv.url + "/v1/embeddings", json={"model": folder, "input": TEXTS}).json()["data"]]),
