@@ -5,6 +5,7 @@ say clearly why it cannot run where it cannot. Tests of the kernel itself skip o
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -197,3 +198,18 @@ def test_fused_add_layernorm_equals_torch():
         assert _rel(layer(x), plain.double()) < 1e-6
     layer.train()  # training: torch's own ops (autograd), dropout included
     layer(x.requires_grad_(True)).sum().backward()
+
+
+@needs_amx
+def test_unwritable_cache_falls_back_to_a_private_temp_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ENCODERKIT_CACHE", str(blocker / "cache"))  # mkdir under a file: NotADirectoryError
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    amx._load.cache_clear()
+    try:
+        assert amx.available(), amx.unavailable_reason()
+        assert list((tmp_path / "tmp").glob("encoderkit-kernels-*/amx_bf16x3-*.so"))
+    finally:
+        amx._load.cache_clear()

@@ -65,6 +65,32 @@ def cache_dir() -> Path:
     return Path(base) / "kernels"
 
 
+def _cache_dirs() -> list[Path]:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return [cache_dir(), Path(tempfile.gettempdir()) / f"encoderkit-kernels-{uid}"]
+
+
+def _compile(cc: str, flags: tuple[str, ...], source: Path, so: Path) -> Path:
+    """Build `source` into `so` (OSError: the folder is not writable; RuntimeError: the compiler failed)."""
+    so.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
+        out = Path(tmp) / so.name
+        try:
+            res = subprocess.run(cc.split() + list(flags) + [str(source), "-o", str(out)], capture_output=True,
+                                 text=True, timeout=120)
+        except subprocess.SubprocessError as e:
+            raise RuntimeError(f"building the AMX kernel with {cc!r} failed: {e}") from None
+        if res.returncode != 0:
+            first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
+            raise RuntimeError(f"building the AMX kernel with {cc!r} failed: {first}")
+        os.replace(out, so)  # atomic: concurrent first uses each build, one file wins, none is torn
+    stem = so.name.rsplit("-", 1)[0]
+    for stale in so.parent.glob(f"{stem}-*.so"):  # builds of older sources or compilers
+        if stale != so:
+            stale.unlink(missing_ok=True)  # (a process that has one loaded keeps its mapping)
+    return so
+
+
 def _compiler() -> str | None:
     cc = os.environ.get("CC")
     if cc and shutil.which(cc.split()[0]):
@@ -88,21 +114,24 @@ def _build(source: Path, flags: tuple[str, ...], needed: tuple[str, ...]) -> tup
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"the C compiler {cc!r} does not run: {e}"
     key = hashlib.sha256(src + " ".join(flags).encode() + version.encode()).hexdigest()[:16]
-    so = cache_dir() / f"{source.stem}-{key}.so"
-    if not so.exists():
-        so.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
-            out = Path(tmp) / so.name
-            res = subprocess.run(cc.split() + list(flags) + [str(source), "-o", str(out)], capture_output=True,
-                                 text=True, timeout=120)
-            if res.returncode != 0:
-                first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
-                return None, f"building the AMX kernel with {cc!r} failed: {first}"
-            os.replace(out, so)  # atomic: concurrent first uses each build, one file wins, none is torn
-        for stale in so.parent.glob(f"{source.stem}-*.so"):  # builds of older sources or compilers
-            if stale != so:
-                stale.unlink(missing_ok=True)  # (a process that has one loaded keeps its mapping)
-    lib = ctypes.CDLL(str(so))
+    name = f"{source.stem}-{key}.so"
+    so = next((d / name for d in _cache_dirs() if (d / name).exists()), None)
+    if so is None:
+        errors = []
+        for d in _cache_dirs():  # the user's cache, else a private temporary folder (a read-only home)
+            try:
+                so = _compile(cc, flags, source, d / name)
+                break
+            except OSError as e:
+                errors.append(f"{d}: {e}")
+            except RuntimeError as e:
+                return None, str(e)
+        if so is None:
+            return None, "no writable folder for the kernel build: " + "; ".join(errors)
+    try:
+        lib = ctypes.CDLL(str(so))
+    except OSError as e:
+        return None, f"the built kernel does not load: {e}"
     if _request_tiles() != 0:
         return None, "the Linux kernel refused AMX tile state to this process (arch_prctl XTILEDATA; Linux >= 5.16)"
     return lib, ""
