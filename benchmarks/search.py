@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--plaid", default="", help="--scifact: late rows beside PLAID's defaults, 'nprobe:re-scored' "
                                                 "pairs (default '16:128,8:64')")
     ap.add_argument("--colbert-only", action="store_true", help="--scifact: only the --colbert-model collection")
+    ap.add_argument("--late-index", default="PLAID", help="--scifact: the collections' late index (PLAID{K}: K centroids)")
     ap.add_argument("--timing-queries", type=int, default=50, help="--scifact: queries timed with their encoding")
     ap.add_argument("--beir", metavar="DIR", help="--scifact: the SciFact folder (default $ENCODERKIT_DATA/scifact)")
     args = ap.parse_args()

@@ -190,7 +190,7 @@ def rows_for(col: Any, queries: dict, qrels: dict, plans: list[tuple[str, str, d
 def main_rows(path: Path, enc: Any, ids: list[str], texts: list[str], queries: dict, qrels: dict,
               args: Any) -> list[dict]:
     """Dense, BM25, late over MiniLM's own token vectors and hybrids, from one collection."""
-    col, took, t_plaid = build(path, enc, ids, texts, ["dense", "late"], "PLAID")
+    col, took, t_plaid = build(path, enc, ids, texts, ["dense", "late"], args.late_index)
     print(f"built dense + late + BM25 collection in {took:.0f} s (PLAID cache: {col._sync_late().K} centroids, "
           f"{t_plaid:.0f} s)", flush=True)
     rows = rows_for(col, queries, qrels, [
@@ -231,7 +231,7 @@ def run(args: Any) -> None:
             rows += main_rows(Path(tmp) / "main", enc, ids, texts, queries, qrels, args)
         if args.colbert_model:
             cb, took, t_plaid = build(Path(tmp) / "colbert", encoderkit.load(args.colbert_model), ids, texts, ["late"],
-                                      "PLAID")
+                                      args.late_index)
             print(f"built ColBERT collection ({args.colbert_model}) in {took:.0f} s (PLAID cache: "
                   f"{cb._sync_late().K} centroids, {t_plaid:.0f} s)", flush=True)
             rows += rows_for(cb, queries, qrels, late_plans("ColBERT head", len(ids), args.exact_queries, args.plaid),

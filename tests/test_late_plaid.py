@@ -210,7 +210,8 @@ def test_factory_strings(tmp_path):
     with pytest.raises(ValueError, match="PLAID"):
         Collection.open(tmp_path / "bad", FakeSparseLateEncoder(late_dim=D), kinds=["late"], late_index="PLAID1")
     assert not (tmp_path / "bad").exists()
-    assert n_centroids("PLAID", 1_270_000) == 1024 and n_centroids("PLAID", 100) == 16
+    assert n_centroids("PLAID", 1_270_000) == 4096 and n_centroids("PLAID", 100) == 16
+    assert n_centroids("PLAID", 4096) == 64  # 4 sqrt(tokens) = 256, but k-means wants 39 tokens per centroid
     assert n_centroids("PLAID512", 10) == 512
 
 

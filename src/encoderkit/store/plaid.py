@@ -46,11 +46,14 @@ def check_plaid(factory: str) -> None:
 
 
 def n_centroids(factory: str, n_tokens: int) -> int:
-    """K: as given ('PLAID{K}'), else the power of two nearest sqrt(tokens), at least 16 (1,024 for 1.3M tokens)."""
+    """K: as given ('PLAID{K}'), else the power of two nearest 4 sqrt(tokens) (4,096 for 0.5M-2M tokens), at most
+    tokens / 39 (k-means' sample floor), at least 16. On SciFact a ColBERT head's 128-d tokens lost 0.0077 NDCG@10
+    to exact MaxSim with sqrt(tokens) centroids (1,024), 0.0014 with 4,096."""
     m = PLAID.fullmatch(factory)
     if m and m.group(1):
         return int(m.group(1))
-    return int(max(16, 2 ** round(np.log2(max(np.sqrt(n_tokens), 1)))))
+    k = 2 ** round(np.log2(max(4 * np.sqrt(n_tokens), 1)))
+    return int(max(16, min(k, 2 ** int(np.log2(max(n_tokens / 39, 1))))))
 
 
 class PlaidIndex:
