@@ -70,5 +70,7 @@ $EK eval beir "$SCIFACT" -m "$W/v2" --mode sparse --compute bf16
 #    mean active dimensions: queries 71.2, abstracts 346.1 (of 30,522); untrained head 0.588 at 113 / 773
 #    (measured once for dev and test from one corpus pass, with the arithmetic of `eval beir --mode sparse`:
 #    encode_query / encode_document output="sparse" under compute bf16, exact dot products of every query with every
-#    abstract; 529 CPU s, one thread). Not run: the fp32 evaluation (about 2.5x the CPU).
+#    abstract; 529 CPU s, one thread). Not run: the fp32 evaluation (about 2.5x the CPU). bf16 against fp32 on the
+#    first 160 abstracts and 100 test queries: cosine >= 0.99977, mean active dims 365.8 vs 365.7 (abstracts) and
+#    66.49 vs 66.51 (queries), the same top abstract for all 100 queries.
 #    Against all-MiniLM-L6-v2 dense 0.6451, BM25 0.6874, hybrid 0.7173; dense fine-tune (919 pairs) 0.6821.
