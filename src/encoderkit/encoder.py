@@ -270,7 +270,7 @@ class Encoder:
                 convert_linears(enc.model)
                 enc.compute = compute
             return self
-        from encoderkit.compute.int8 import cpu_flags, fast_int8_matmul, quantize_linears
+        from encoderkit.compute.int8 import fast_int8_matmul, quantize_linears
 
         if compute == "bf16":
             self.model = self.model.to(torch.bfloat16)
@@ -279,11 +279,6 @@ class Encoder:
             fused = any(getattr(m, "_amx", None) is not None for m in self.model.modules())
             self._int8_kernel = "W8A8 per-channel weights / per-token activations " + (
                 "(AMX-INT8 kernel, quantization fused)" if fused else "(torch._int_mm, oneDNN)")
-            if {"amx_bf16", "avx512_bf16"} & cpu_flags():  # the int8 error dominates: attention in bf16 costs
-                for m in self.model.modules():  # nothing measurable (cosine) and is 2-3x faster than fp32
-                    if hasattr(m, "sdpa_dtype"):
-                        m.sdpa_dtype = torch.bfloat16
-                self._int8_kernel += ", attention in bf16"
         else:  # AVX2-only CPUs: torch._int_mm is slower than fp32 there; fbgemm's per-tensor dynamic int8
             import warnings
 

@@ -80,18 +80,14 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.rotary = rotary
         self.scale = scale
-        self.sdpa_dtype: torch.dtype | None = None  # compute the scores and mix in this dtype (int8 mode: bf16)
 
     def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
         H, Hkv, d = self.n_heads, self.n_kv, self.d_k
-        qkv = self.qkv(x)
-        if self.sdpa_dtype is not None and self.q_norm is None and self.rotary is None:
-            qkv = qkv.to(self.sdpa_dtype)  # one contiguous pass, not three over strided head views
         if Hkv == H:
-            q, k, v = qkv.view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, T, d_k)
+            q, k, v = self.qkv(x).view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, T, d_k)
             return q, k, v
-        q, k, v = qkv.split([H * d, Hkv * d, Hkv * d], dim=-1)
+        q, k, v = self.qkv(x).split([H * d, Hkv * d, Hkv * d], dim=-1)
         q = q.view(B, T, H, d).transpose(1, 2)  # (B, heads, T, d_k)
         k = k.view(B, T, Hkv, d).transpose(1, 2)  # (B, kv_heads, T, d_k)
         v = v.view(B, T, Hkv, d).transpose(1, 2)  # (B, kv_heads, T, d_k)
@@ -122,13 +118,8 @@ class MultiHeadSelfAttention(nn.Module):
         if causal and bias is not None:  # SDPA takes either a mask or is_causal: fold causality into the bias
             bias = bias + attention_mask_bias(None, q.dtype, causal_len=T).to(bias.device)
             causal = False
-        if self.sdpa_dtype is not None:
-            if q.dtype != self.sdpa_dtype:
-                q, k, v = q.to(self.sdpa_dtype), k.to(self.sdpa_dtype), v.to(self.sdpa_dtype)
-            if bias is not None and bias.dtype not in (torch.bool, q.dtype):
-                bias = bias.to(q.dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0, is_causal=causal,
             scale=self.scale,
         )  # (B, heads, T, d_k)
-        return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_k).to(x.dtype))  # (B, T, d_model)
+        return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_k))  # (B, T, d_model)
