@@ -15,8 +15,10 @@ def add_create_options(p) -> None:
                    help="what the collection holds, comma-separated among dense, sparse, late (default: a SPLADE "
                         "model's sparse vectors, a ColBERT model's token vectors, else dense); 'late' with a plain "
                         "model stores its normalized token vectors for late interaction (MaxSim) without training")
-    p.add_argument("--late-index", metavar="FACTORY", help="FAISS factory of the token-vector index that proposes "
-                                                            "late candidates: Flat (default) or HNSW32")
+    p.add_argument("--late-index", metavar="INDEX", help="what proposes late-interaction candidates: PLAID (default "
+                                                          "in the embedded store: k-means centroids, ~4 sqrt(tokens)), "
+                                                          "PLAID{K} (K centroids), or a FAISS token index: Flat "
+                                                          "(PostgreSQL's default, the only one there), HNSW32")
 
 
 def add_search_options(p) -> None:
