@@ -16,8 +16,9 @@ softmax, GELU, residuals, pooling) stays fp32.
 on an AVX2-only CPU it is many times slower than fp32, so there `compute="int8"` keeps the fbgemm per-tensor
 dynamic quantization (see `fast_int8_matmul`). Where the CPU has AMX-INT8 (and a C compiler built it), the same
 layer runs kernels/amx_int8.c instead: each token's quantization, the tile products and the rescaling fused per
-32-row strip, with the same numbers as the torch path (tested bit for bit). In the torch path rows are processed in blocks so that the int32 product, the
-scales and the output stay in cache (a 8,192-row batch of long texts in one product ran at a third of the speed).
+32-row strip, with the same numbers as the torch path (tested bit for bit), and each GELU feed-forward block is one
+call (Int8FeedForward). In the torch path rows are processed in blocks so that the int32 product, the scales and
+the output stay in cache (a 8,192-row batch of long texts in one product ran at a third of the speed).
 """
 from __future__ import annotations
 
@@ -199,4 +200,5 @@ def quantize_linears(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["Int8FeedForward", "Int8Linear", "cpu_flags", "fuse_feed_forwards", "fast_int8_matmul", "quantize_linears", "quantize_rows"]
+__all__ = ["Int8FeedForward", "Int8Linear", "cpu_flags", "fast_int8_matmul", "fuse_feed_forwards", "quantize_linears",
+           "quantize_rows"]

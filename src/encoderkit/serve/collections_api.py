@@ -208,8 +208,9 @@ class CreateRequest(BaseModel):
     metric: Literal["cosine", "ip", "l2"] = "cosine"
     kinds: list[Literal["dense", "sparse", "late"]] | None = Field(
         None, description="what to hold beside dense vectors (default: every output the model has)")
-    late_index: str | None = Field(None, description="what proposes late candidates: PLAID (embedded default), PLAID{K}, or "
-                                                      "a FAISS token index, Flat (PostgreSQL default) or HNSW{m}")
+    late_index: str | None = Field(
+        None, description="what proposes late candidates: PLAID (embedded default), PLAID{K}, or a FAISS token "
+                          "index, Flat (PostgreSQL default) or HNSW{m}")
 
 
 class CollectionInfo(BaseModel):
