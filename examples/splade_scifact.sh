@@ -46,6 +46,13 @@ PY
 #   test NDCG@10   0.006  0.348   0.566   0.601   0.588   0.565   0.523     (reported, not used to choose)
 #   active q/d     30158/30522  11429/24130  3109/11959  572/3316  108/773  33/244  16/114   (dev queries / abstracts)
 # -5, the best on dev, is the recipe's default (--head-bias).
+# BERT's own head init instead (--head-init bert: dense N(0, 0.02), seed 0), untrained, the same sweep:
+#   bias           0      -2      -3      -4      -5      -6
+#   dev NDCG@10    0.013  0.518   0.654   0.597   0.204   0.016
+#   test NDCG@10   0.012  0.416   0.565   0.526   0.150   0.015
+#   active q/d     30066/30522  9837/22377  1966/8173  195/1192  11/84  0.4/3   (dev queries / abstracts)
+# its best dev figure needs ~10x the active dimensions of identity at -5; at a similar sparsity (-4) it is below
+# identity's 0.615. Not trained: the run below starts from identity.
 $PY - "$W/untrained" <<'PY'
 import sys
 from encoderkit.train.recipes.splade import load_splade
