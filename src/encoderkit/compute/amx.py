@@ -143,47 +143,45 @@ def _request_tiles() -> int:
     return int(libc.syscall(158, 0x1023, 18))  # SYS_arch_prctl on x86-64, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
 
 
+P, I, INT, FLOAT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+
+
+def _load_kernel(source: Path, flags: tuple[str, ...], needed: tuple[str, ...],
+                 signatures: dict[str, list]) -> tuple[ctypes.CDLL | None, str]:
+    """_build, then declare each exported function's argument types (all return void)."""
+    lib, why = _build(source, flags, needed)
+    if lib is None:
+        return None, why
+    for name, argtypes in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, None
+    return lib, ""
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[ctypes.CDLL | None, str]:
     """The bf16x3 kernel library (see _build)."""
-    lib, why = _build(SOURCE, FLAGS, NEEDED_CPU)
-    if lib is None:
-        return None, why
-    P, I = ctypes.c_void_p, ctypes.c_int64
-    lib.ek_split_rows.argtypes = [P, I, I, I, P, I, I, I]
-    lib.ek_pack_weight.argtypes = [P, I, I, P, I, I]
-    lib.ek_gemm_rows.argtypes = [P, I, P, I, P, P, I, I, I, ctypes.c_int, I]
-    for f in (lib.ek_split_rows, lib.ek_pack_weight, lib.ek_gemm_rows):
-        f.restype = None
-    return lib, ""
+    return _load_kernel(SOURCE, FLAGS, NEEDED_CPU, {
+        "ek_split_rows": [P, I, I, I, P, I, I, I],
+        "ek_pack_weight": [P, I, I, P, I, I],
+        "ek_gemm_rows": [P, I, P, I, P, P, I, I, I, INT, I]})
 
 
 @functools.lru_cache(maxsize=1)
 def load_int8() -> tuple[ctypes.CDLL | None, str]:
     """The fused W8A8 AMX-INT8 kernel library (kernels/amx_int8.c; used by compute.int8), or (None, why not)."""
-    lib, why = _build(INT8_SOURCE, INT8_FLAGS, INT8_NEEDED_CPU)
-    if lib is None:
-        return None, why
-    P, I = ctypes.c_void_p, ctypes.c_int64
-    lib.ek_i8_quantize_rows.argtypes = [P, I, I, I, P, P, I, I, I]
-    lib.ek_i8_pack_weight.argtypes = [P, I, I, P, I, I]
-    lib.ek_i8_gemm_rows.argtypes = [P, P, I, P, P, I, I, P, P, I, P, I, I, ctypes.c_int]
-    lib.ek_i8_ffn_rows.argtypes = [P, I, I, I, P, P, P, I, I, I, P, P, P, I, I, I, P, I, P, P, P, P, P, I, I]
-    for f in (lib.ek_i8_quantize_rows, lib.ek_i8_pack_weight, lib.ek_i8_gemm_rows, lib.ek_i8_ffn_rows):
-        f.restype = None
-    return lib, ""
+    return _load_kernel(INT8_SOURCE, INT8_FLAGS, INT8_NEEDED_CPU, {
+        "ek_i8_quantize_rows": [P, I, I, I, P, P, I, I, I],
+        "ek_i8_pack_weight": [P, I, I, P, I, I],
+        "ek_i8_gemm_rows": [P, P, I, P, P, I, I, P, P, I, P, I, I, INT],
+        "ek_i8_ffn_rows": [P, I, I, I, P, P, P, I, I, I, P, P, P, I, I, I, P, I, P, P, P, P, P, I, I]})
 
 
 @functools.lru_cache(maxsize=1)
 def load_addnorm() -> tuple[ctypes.CDLL | None, str]:
     """The residual add + LayerNorm row kernel (kernels/ek_addnorm.c; AVX-512 only, no AMX), or (None, why not)."""
-    lib, why = _build(ADDNORM_SOURCE, COMMON_FLAGS, ("avx512f", "avx512bw", "avx512vl"))
-    if lib is None:
-        return None, why
-    P, I = ctypes.c_void_p, ctypes.c_int64
-    lib.ek_add_layernorm_rows.argtypes = [P, P, I, P, P, ctypes.c_float, P, I, I]
-    lib.ek_add_layernorm_rows.restype = None
-    return lib, ""
+    return _load_kernel(ADDNORM_SOURCE, COMMON_FLAGS, ("avx512f", "avx512bw", "avx512vl"),
+                        {"ek_add_layernorm_rows": [P, P, I, P, P, FLOAT, P, I, I]})
 
 
 class AddLayerNorm:

@@ -21,14 +21,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ek_amx.h"
 #include "ek_gelu.h"
 #define MBLK 256 /* rows of activations kept in L2 while every column block passes over them */
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg_t;
+/* the 2 x 2 block of products: accumulators 0-3 += A tiles 4-5 x B tiles 6-7 */
+static inline void dp_2x2(void) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
 
 static inline uint16_t bf16_rne(float v) {
     uint32_t u;
@@ -94,14 +97,7 @@ void ek_pack_weight(const float *w, int64_t N, int64_t K, uint16_t *out, int64_t
    the exact GELU to each finished block of rows (while it is still in cache), over its first n_act columns. */
 void ek_gemm_rows(const uint16_t *x, int64_t Kp, const uint16_t *wp, int64_t Np, const float *bias, float *y,
                   int64_t ldy, int64_t m0, int64_t m1, int gelu, int64_t n_act) {
-    tilecfg_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    ek_config_tiles();
     const int64_t KC = Kp / 32, NB = Np / 32, lda = 2 * Kp * 2, ldc = ldy * 4;
     for (int64_t b0 = m0; b0 < m1; b0 += MBLK) {
         int64_t b1 = b0 + MBLK < m1 ? b0 + MBLK : m1;
@@ -126,24 +122,15 @@ void ek_gemm_rows(const uint16_t *x, int64_t Kp, const uint16_t *wp, int64_t Np,
                     _tile_loadd(5, a1 + kc * 32, lda);
                     _tile_loadd(6, bt, 64); /* w_hi */
                     _tile_loadd(7, bt + 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
+                    dp_2x2();
                     _tile_loadd(6, bt + 1024, 64); /* w_lo */
                     _tile_loadd(7, bt + 1536, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
+                    dp_2x2();
                     _tile_loadd(4, a0 + Kp + kc * 32, lda); /* x_lo */
                     _tile_loadd(5, a1 + Kp + kc * 32, lda);
                     _tile_loadd(6, bt, 64); /* w_hi */
                     _tile_loadd(7, bt + 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
+                    dp_2x2();
                 }
                 float *yp = y + m * ldy + nb * 32;
                 _tile_stored(0, yp, ldc);

@@ -16,13 +16,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ek_amx.h"
 #include "ek_gelu.h"
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg_t;
 
 /* One row of K fp32 values -> Kp int8 values (zero padded); returns its scale max |x| / 127. */
 static inline float quantize_row(const float *r, int64_t K, int8_t *qr, int64_t Kp) {
@@ -70,17 +66,6 @@ void ek_i8_pack_weight(const int8_t *wq, int64_t N, int64_t K, int8_t *out, int6
                             tile[kg * 64 + n * 4 + e] = (col < N && kk < K) ? wq[col * K + kk] : 0;
                         }
             }
-}
-
-static void config_tiles(void) {
-    tilecfg_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
 }
 
 /* panel (32 x Np int32) = a (32 rows of Kp int8, row stride Kp) . W^T: every column block's tile products. The
@@ -134,7 +119,7 @@ static inline void dequantize_row(const int32_t *acc, float sx_, const float *ws
 void ek_i8_gemm_rows(const int8_t *q, const float *xscale, int64_t Kp, const int8_t *wp, const float *wscale,
                      int64_t N, int64_t Np, const float *bias, float *y, int64_t ldy, int32_t *panel, int64_t m0,
                      int64_t m1, int gelu) {
-    config_tiles();
+    ek_config_tiles();
     for (int64_t m = m0; m < m1; m += 32) {
         strip_products(q + m * Kp, Kp, wp, Np, panel);
         for (int r = 0; r < 32; r++)
@@ -154,7 +139,7 @@ void ek_i8_ffn_rows(const float *x, int64_t M, int64_t K, int64_t ldx, const int
                     const float *b2, int64_t N, int64_t Kp2, int64_t Np, float *y, int64_t ldy, int8_t *q1,
                     int32_t *p1, float *h, int8_t *q2, int32_t *p2, int64_t m0, int64_t m1) {
     float s1[32], s2[32];
-    config_tiles();
+    ek_config_tiles();
     for (int64_t m = m0; m < m1; m += 32) {
         for (int r = 0; r < 32; r++) {
             if (m + r < M) {
