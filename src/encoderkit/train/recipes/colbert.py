@@ -140,15 +140,22 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "-1 keeps the checkpoint's own)")
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from encoderkit.train.model_card import CardInfo, write_training_report
+def pair_examples(args: argparse.Namespace, flag: str) -> list:
+    """The training examples of a pair recipe (colbert, splade): --data/--pairs as a BEIR folder (qrels/SPLIT.tsv),
+    a query<TAB>document TSV or a JSONL of {"query", "positive", "negatives"} records, cut to --limit."""
     from encoderkit.train.recipes.retrieval import read_records
 
     if not args.data:
-        raise ValueError("--data is required: a BEIR folder (qrels/SPLIT.tsv), a query<TAB>document TSV or a JSONL "
+        raise ValueError(f"{flag} is required: a BEIR folder (qrels/SPLIT.tsv), a query<TAB>document TSV or a JSONL "
                          "of {\"query\", \"positive\", \"negatives\"} records")
     data = read_records(args.data) if Path(args.data).suffix == ".jsonl" else read_pairs(args.data, args.split)
-    examples = as_examples(data[: args.limit] if args.limit else data)
+    return as_examples(data[: args.limit] if args.limit else data)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from encoderkit.train.model_card import CardInfo, write_training_report
+
+    examples = pair_examples(args, "--data")
     cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=3e-5, warmup_steps=2, restore_best=False)
     cfg.out_dir = None  # the output folder is the ColBERT checkpoint written below
     enc = load_colbert(args.model, dim=args.dim, query_length=args.query_length,

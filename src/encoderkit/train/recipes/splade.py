@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from encoderkit.train.recipes import add_common_arguments, register_recipe, train_config_from_args
-from encoderkit.train.recipes.text import attention_dropout_while_training, read_pairs
+from encoderkit.train.recipes.text import attention_dropout_while_training
 
 HEAD_INITS = ("identity", "bert")
 
@@ -200,14 +200,9 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from encoderkit.train.model_card import CardInfo, write_training_report
-    from encoderkit.train.recipes.colbert import as_examples
-    from encoderkit.train.recipes.retrieval import read_records
+    from encoderkit.train.recipes.colbert import pair_examples
 
-    if not args.data:
-        raise ValueError("--pairs (or --data) is required: a BEIR folder (qrels/SPLIT.tsv), a query<TAB>document TSV "
-                         "or a JSONL of {\"query\", \"positive\", \"negatives\"} records")
-    data = read_records(args.data) if Path(args.data).suffix == ".jsonl" else read_pairs(args.data, args.split)
-    examples = as_examples(data[: args.limit] if args.limit else data)
+    examples = pair_examples(args, "--pairs (or --data)")
     cfg = train_config_from_args(args, epochs=1, batch_size=32, lr=2e-5, warmup_steps=10, restore_best=False)
     cfg.out_dir = None  # the output folder is the SparseEncoder checkpoint written below
     enc = load_splade(args.model, max_length=args.max_length, head_init=args.head_init,
