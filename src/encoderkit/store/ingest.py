@@ -75,6 +75,18 @@ def _convert(value: str) -> Any:
     return int(value) if INT_MIN <= int(value) <= INT_MAX else value
 
 
+def _csv_rows(reader: csv.DictReader, path) -> Iterator[dict]:
+    """reader's rows, a csv.Error raised as a ValueError naming the file and line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ValueError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        yield row
+
+
 def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str = "id", *, lines: bool = False,
               template: str | None = None) -> list[RawDoc]:
     """Documents in one file. Raises UnicodeDecodeError / OSError for unreadable files (the caller reports and
@@ -114,10 +126,14 @@ def read_file(path: Path, prefix: str, text_field: str = "text", id_field: str =
             text = _fill(template, {"text": text, **obj}, f"{path}:{lineno}")
             docs.append(RawDoc(str(id_) if id_ is not None else f"{prefix}:{lineno}", text, md))
         return docs
-    reader = csv.DictReader(io.StringIO(raw))
-    if not reader.fieldnames or text_field not in reader.fieldnames:
-        raise ValueError(f"{path}:1: CSV header has no {text_field!r} column (columns: {reader.fieldnames})")
-    for row in reader:
+    reader = csv.DictReader(io.StringIO(raw, newline=""))  # csv sees \r, \n and \r\n line ends itself
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as e:
+        raise ValueError(f"{path}:1: not valid CSV ({e})") from None
+    if not fieldnames or text_field not in fieldnames:
+        raise ValueError(f"{path}:1: CSV header has no {text_field!r} column (columns: {fieldnames})")
+    for row in _csv_rows(reader, path):
         lineno = reader.line_num
         if None in row:
             raise ValueError(f"{path}:{lineno}: row has more fields than the header")
