@@ -200,6 +200,122 @@ def test_fused_add_layernorm_equals_torch():
     layer(x.requires_grad_(True)).sum().backward()
 
 
+def _attention_case(B, H, T, D, seed, lengths=None, shared_bias=False):
+    """q, k, v as the views the layer passes (permuted out of one (B, T, 3, H, D) projection), a padding bias."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, T, 3, H, D, generator=g) * 2).permute(2, 0, 3, 1, 4)
+    bias = None
+    if lengths is not None:
+        keep = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+        bias = torch.zeros(B, 1, 1, T).masked_fill(~keep[:, None, None, :], torch.finfo(torch.float32).min)
+        if shared_bias:
+            bias = bias[:1]
+    return q, k, v, bias
+
+
+@needs_amx
+@pytest.mark.parametrize("B, H, T, D, lengths, scale", [
+    (2, 3, 5, 32, None, None),  # shorter than one 32-row block, no mask
+    (3, 12, 77, 32, [77, 40, 1], None),  # padding, a one-token text, T not a multiple of 32 or 2
+    (2, 4, 256, 64, [256, 131], 0.3),  # D of two chunks, an explicit scale
+    (1, 2, 40, 20, [33], None),  # D not a multiple of 16
+    (2, 5, 65, 80, [65, 64], None),  # D of three chunks, the last one partial
+])
+def test_attention_matches_float64(B, H, T, D, lengths, scale):
+    """AmxAttention (kernels/amx_bf16x3.c, ek_attention_rows): softmax(scale q k^T + key bias) v with both products
+    split three ways must stay near fp32 SDPA against a float64 reference, padded keys getting no weight."""
+    lib, _ = amx._load()
+    q, k, v, bias = _attention_case(B, H, T, D, seed=T + D, lengths=lengths)
+    att = amx.AmxAttention(lib)
+    with torch.inference_mode():
+        got = att(q, k, v, bias, scale)
+        want = nn.functional.scaled_dot_product_attention(
+            q.double(), k.double(), v.double(), attn_mask=None if bias is None else bias.double(), scale=scale)
+        bf16 = nn.functional.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(),
+                                                          attn_mask=None if bias is None else bias.bfloat16(),
+                                                          scale=scale)
+    want = want.transpose(1, 2).reshape(B, T, H * D)
+    assert got.shape == (B, T, H * D) and got.dtype == torch.float32
+    assert _rel(got, want) < 2e-5, _rel(got, want)
+    assert _rel(bf16.float().transpose(1, 2).reshape(B, T, H * D), want) > 1e-3
+    if lengths is not None:  # a padded key's value must not leak: changing it changes nothing for real queries
+        v2 = v.clone()
+        v2[-1, :, lengths[-1]:] = 1e6
+        with torch.inference_mode():
+            again = att(q, k, v2, bias, scale)
+        assert torch.equal(again[:, :lengths[-1]], got[:, :lengths[-1]]) if B == 1 else \
+            torch.equal(again[-1, :lengths[-1]], got[-1, :lengths[-1]])
+
+
+@needs_amx
+def test_attention_threads_groups_and_what_it_declines(monkeypatch):
+    """The heads are split between threads and packed in groups (a group never spans two texts): every split gives
+    the same bits. It declines (None: the layer runs torch's SDPA) what it does not compute: per-query biases,
+    autograd, autocast, other dtypes."""
+    lib, _ = amx._load()
+    att = amx.AmxAttention(lib)
+    q, k, v, bias = _attention_case(3, 12, 70, 32, seed=5, lengths=[70, 50, 9])
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n_threads, group_bytes in [(1, 1 << 30), (2, 1 << 30), (1, 1), (2, 200_000)]:
+            torch.set_num_threads(n_threads)
+            monkeypatch.setattr(amx, "ATTENTION_GROUP_BYTES", group_bytes)  # 1: one head at a time
+            with torch.inference_mode():
+                outs.append(att(q, k, v, bias, None))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+    _, _, _, shared = _attention_case(3, 12, 70, 32, seed=5, lengths=[60], shared_bias=True)
+    with torch.inference_mode():
+        one_row = att(q, k, v, shared, None)  # a (1, 1, 1, T) bias shared by the batch
+        want = nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=shared.double())
+    assert _rel(one_row, want.transpose(1, 2).reshape(3, 70, 384)) < 2e-5
+    per_query = torch.zeros(3, 1, 70, 70)
+    with torch.inference_mode():
+        assert att(q, k, v, per_query, None) is None
+        assert att(q.double(), k.double(), v.double(), None, None) is None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert att(q, k, v, None, None) is None
+    qg = q.detach().clone().requires_grad_(True)
+    assert att(qg, k, v, None, None) is None
+
+
+@needs_amx
+def test_attention_layer_uses_it_only_where_it_applies():
+    """fuse_attention sets MultiHeadSelfAttention.fused_sdpa; the layer's output stays fp32-exact, causal attention
+    and training still take torch's path and can backpropagate."""
+    from encoderkit.nn.attention import MultiHeadSelfAttention
+
+    torch.manual_seed(3)
+    layer = MultiHeadSelfAttention(96, 4).eval()
+    x = torch.randn(2, 37, 96)
+    keep = torch.ones(2, 37, dtype=torch.bool)
+    keep[1, 20:] = False
+    bias = torch.zeros(2, 1, 1, 37).masked_fill(~keep[:, None, None, :], torch.finfo(torch.float32).min)
+    with torch.inference_mode():
+        plain, plain_causal = layer(x, bias), layer(x, None, causal=True)
+    amx.fuse_attention(layer)
+    assert isinstance(layer.fused_sdpa, amx.AmxAttention)
+    calls = []
+    real = layer.fused_sdpa.__call__
+
+    class Spy(amx.AmxAttention):
+        def __call__(self, *a):
+            out = real(*a)
+            calls.append(out is not None)
+            return out
+    layer.fused_sdpa = Spy(layer.fused_sdpa.lib)
+    with torch.inference_mode():
+        fused = layer(x, bias)
+        causal = layer(x, None, causal=True)
+    assert calls == [True]  # the causal call never reached the kernel
+    assert _rel(fused, plain.double()) < 2e-5 and torch.equal(causal, plain_causal)
+    layer.train()
+    layer(x.requires_grad_(True), bias).sum().backward()  # training: torch's SDPA under autograd
+    assert x.grad is not None and calls == [True, False]
+
+
 @needs_amx
 def test_unwritable_cache_falls_back_to_a_private_temp_folder(monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"

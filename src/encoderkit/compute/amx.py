@@ -53,6 +53,7 @@ INT8_FLAGS = COMMON_FLAGS + ("-mamx-tile", "-mamx-int8")
 INT8_NEEDED_CPU = ("amx_int8", "amx_tile", "avx512bw", "avx512vl")
 ADDNORM_SOURCE = SOURCE.with_name("ek_addnorm.c")
 ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
+ATTENTION_GROUP_BYTES = 2 << 20  # attention packs as many heads of one text at once as fit this (about L2)
 
 
 def _up(n: int, m: int) -> int:
@@ -147,14 +148,15 @@ P, I, INT, FLOAT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
 
 def _load_kernel(source: Path, flags: tuple[str, ...], needed: tuple[str, ...],
-                 signatures: dict[str, list]) -> tuple[ctypes.CDLL | None, str]:
-    """_build, then declare each exported function's argument types (all return void)."""
+                 signatures: dict[str, list | tuple]) -> tuple[ctypes.CDLL | None, str]:
+    """_build, then declare each exported function's argument types: a list (the function returns void) or
+    (argument types, return type)."""
     lib, why = _build(source, flags, needed)
     if lib is None:
         return None, why
-    for name, argtypes in signatures.items():
+    for name, sig in signatures.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, None
+        fn.argtypes, fn.restype = sig if isinstance(sig, tuple) else (sig, None)
     return lib, ""
 
 
@@ -164,7 +166,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     return _load_kernel(SOURCE, FLAGS, NEEDED_CPU, {
         "ek_split_rows": [P, I, I, I, P, I, I, I],
         "ek_pack_weight": [P, I, I, P, I, I],
-        "ek_gemm_rows": [P, I, P, I, P, P, I, I, I, INT, I]})
+        "ek_gemm_rows": [P, I, P, I, P, P, I, I, I, INT, I],
+        "ek_attention_scratch": ([I, I, I], I),
+        "ek_attention_rows": [P, P, P, P, P, I, P, I, I, I, FLOAT, I, I, I, P]})
 
 
 @functools.lru_cache(maxsize=1)
@@ -221,6 +225,66 @@ def fuse_add_norms(model: nn.Module) -> nn.Module:
     return model
 
 
+class AmxAttention:
+    """softmax(scale * q k^T + key bias) v for inference on AMX-BF16, both products split three ways like
+    Bf16x3Linear (fp32 accuracy; kernels/amx_bf16x3.c, ek_attention_rows), one call per layer for every head.
+
+    Installed as MultiHeadSelfAttention.fused_sdpa by the AMX compute modes (fuse_attention). It returns None —
+    and the layer runs torch's SDPA — for anything it does not cover: autograd, non-CPU or non-fp32 tensors,
+    autocast, and biases other than a per-key one of shape (B|1, 1, 1, T) (padding masks; relative-position or
+    causal biases vary per query)."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                 scale: float | None) -> torch.Tensor | None:
+        if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape or q.device.type != "cpu" \
+                or any(t.dtype != torch.float32 or t.stride(-1) != 1 for t in (q, k, v)) \
+                or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))) \
+                or torch.is_autocast_cpu_enabled():
+            return None
+        B, H, T, D = q.shape
+        kb, kb_ld = None, 0
+        if bias is not None:
+            if bias.dim() != 4 or bias.shape[1:3] != (1, 1) or bias.shape[3] != T or bias.shape[0] not in (1, B) \
+                    or bias.device.type != "cpu" or (bias.requires_grad and torch.is_grad_enabled()):
+                return None
+            kb = bias.reshape(bias.shape[0], T).float().contiguous()
+            kb_ld = T if bias.shape[0] == B else 0
+        if B * H == 0 or T == 0:
+            return q.new_zeros(B, T, H * D)
+        out = torch.empty(B, T, H * D)
+        strides = torch.tensor([s for t in (q, k, v) for s in t.stride()[:3]], dtype=torch.int64)
+        per_head = int(self.lib.ek_attention_scratch(T, D, 2)) - int(self.lib.ek_attention_scratch(T, D, 1))
+        group = max(1, min(H, ATTENTION_GROUP_BYTES // per_head))  # heads packed together (read token-major)
+        scratch_bytes = int(self.lib.ek_attention_scratch(T, D, group))
+        sc = float(scale) if scale is not None else D ** -0.5
+        qp, kp, vp, sp, op = q.data_ptr(), k.data_ptr(), v.data_ptr(), strides.data_ptr(), out.data_ptr()
+        kbp = kb.data_ptr() if kb is not None else None
+
+        def heads(h0: int, h1: int) -> None:
+            scratch = torch.empty(scratch_bytes, dtype=torch.uint8)
+            self.lib.ek_attention_rows(qp, kp, vp, sp, kbp, kb_ld, op, H, T, D, sc, h0, h1, group, scratch.data_ptr())
+
+        threads = max(1, min(torch.get_num_threads(), B * H))
+        run_rows(heads, B * H, threads, block=-(-(B * H) // threads))
+        return out
+
+
+def fuse_attention(model: nn.Module) -> nn.Module:
+    """Every MultiHeadSelfAttention that runs the base class's forward gets AmxAttention as its fused_sdpa (where
+    the bf16x3 kernel builds); returns model."""
+    from encoderkit.nn.attention import MultiHeadSelfAttention
+
+    lib, _ = _load()
+    if lib is not None:
+        for m in model.modules():
+            if isinstance(m, MultiHeadSelfAttention) and type(m).forward is MultiHeadSelfAttention.forward:
+                m.fused_sdpa = AmxAttention(lib)
+    return model
+
+
 def available() -> bool:
     """Whether compute="bf16x3" can run here (CPU, OS and compiler; the kernel is built on first call)."""
     return _load()[0] is not None
@@ -251,9 +315,9 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def run_rows(fn, rows: int, threads: int) -> None:
-    """fn(m0, m1) over [0, rows) in blocks of ROWS_PER_TASK, on up to `threads` threads."""
-    bounds = [(m, min(m + ROWS_PER_TASK, rows)) for m in range(0, rows, ROWS_PER_TASK)]
+def run_rows(fn, rows: int, threads: int, block: int = ROWS_PER_TASK) -> None:
+    """fn(m0, m1) over [0, rows) in blocks of `block` rows, on up to `threads` threads."""
+    bounds = [(m, min(m + block, rows)) for m in range(0, rows, block)]
     if threads <= 1 or len(bounds) == 1:
         for m0, m1 in bounds:
             fn(m0, m1)
@@ -341,7 +405,7 @@ def convert_linears(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear and child.weight.dtype == torch.float32:
                 setattr(parent, name, Bf16x3Linear(child))
-    return fuse_add_norms(fuse_activations(model, Bf16x3Linear))
+    return fuse_attention(fuse_add_norms(fuse_activations(model, Bf16x3Linear)))
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:

@@ -192,11 +192,12 @@ def quantize_linears(model: nn.Module) -> nn.Module:
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear(child))
     if any(getattr(m, "_amx", None) is not None for m in model.modules()):
-        from encoderkit.compute.amx import fuse_activations, fuse_add_norms
+        from encoderkit.compute.amx import fuse_activations, fuse_add_norms, fuse_attention
 
         fuse_activations(model, Int8Linear)
         fuse_feed_forwards(model)
         fuse_add_norms(model)
+        fuse_attention(model)
     return model
 
 

@@ -80,6 +80,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.rotary = rotary
         self.scale = scale
+        # an exact softmax(q k^T) v for inference set by compute modes (compute.amx.AmxAttention): called as
+        # fused_sdpa(q, k, v, bias, scale) and returns (B, T, heads * d_k), or None where it does not apply
+        self.fused_sdpa: Callable | None = None
 
     def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
@@ -115,6 +118,10 @@ class MultiHeadSelfAttention(nn.Module):
         relative positions, windows); causal: also forbid attending to later positions."""
         B, T, _ = x.shape
         q, k, v = self.heads(x, position_ids)  # 3 x (B, heads, T, d_k)
+        if self.fused_sdpa is not None and not causal and not (self.training and self.dropout):
+            y = self.fused_sdpa(q, k, v, bias, self.scale)
+            if y is not None:
+                return self.o(y)
         if causal and bias is not None:  # SDPA takes either a mask or is_causal: fold causality into the bias
             bias = bias + attention_mask_bias(None, q.dtype, causal_len=T).to(bias.device)
             causal = False
