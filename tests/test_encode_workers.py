@@ -1,5 +1,6 @@
 """Data-parallel encode (issue 19): for large inputs `encode` runs one-thread workers (forked processes for torch,
-threads over a one-thread engine for ONNX Runtime / OpenVINO) and returns what one process returns, in the same
+threads over a one-thread engine for ONNX Runtime / OpenVINO, threads running torch on one thread each for
+encoderkit's AMX kernels) and returns what one process returns, in the same
 order, for dense, token, sparse and multi-vector outputs; a failing or dying worker surfaces as one exception naming
 the caller's input; no worker process is left behind."""
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 import encoderkit
+from encoderkit.compute import amx
+from encoderkit.compute import workers as workers_mod
 from encoderkit.compute.workers import plan_workers
 from tiny_checkpoints import TINY_VOCAB, sentences, tiny_family_folder
 
@@ -78,8 +81,14 @@ def _used_workers(caplog) -> str:
     return msgs[-1] if msgs else ""
 
 
-def test_automatic_workers_give_the_vectors_of_one_process_in_order(dense_dir, caplog):
-    enc = encoderkit.load(str(dense_dir))
+@pytest.fixture
+def no_amx(monkeypatch):
+    """A CPU without AMX, where forked workers were measured faster than one process for fp32 on short texts."""
+    monkeypatch.setattr(workers_mod, "_cpu_flags", lambda: set())
+
+
+def test_automatic_workers_give_the_vectors_of_one_process_in_order(dense_dir, caplog, no_amx):
+    enc = encoderkit.load(str(dense_dir), compute="fp32")
     one = enc.encode(TEXTS, workers=1, batch_size=B)
     assert plan_workers(enc, TEXTS, None, B) == 2
     with caplog.at_level(logging.INFO, logger="encoderkit.compute.workers"):
@@ -102,8 +111,8 @@ def test_workers_keep_every_encode_option(dense_dir):
     assert len(tokens) == len(ref) and all(a.shape == b.shape and np.abs(a - b).max() <= TOL for a, b in zip(tokens, ref))
 
 
-def test_small_inputs_other_threads_and_one_thread_stay_in_one_process(dense_dir):
-    enc = encoderkit.load(str(dense_dir))
+def test_small_inputs_other_threads_and_one_thread_stay_in_one_process(dense_dir, no_amx):
+    enc = encoderkit.load(str(dense_dir), compute="fp32")
     assert plan_workers(enc, TEXTS[:56], None, B) == 1  # 7 batches
     assert plan_workers(enc, TEXTS[0], None, B) == 1
     assert plan_workers(enc, TEXTS, None, B, chunks="sentences") == 1
@@ -121,6 +130,36 @@ def test_small_inputs_other_threads_and_one_thread_stay_in_one_process(dense_dir
     torch.set_num_threads(1)
     assert plan_workers(enc, TEXTS, None, B) == 1
     assert plan_workers(enc, TEXTS, 2, B) == 2  # forced
+
+
+def test_on_amx_cpus_fp32_keeps_one_process(dense_dir, monkeypatch):
+    """Measured on an AMX CPU: oneDNN's fp32 and bf16 GEMMs gain more from a second thread than from a second
+    worker (SciFact queries, 2 threads: fp32 578 vs 489 texts/s, bf16 1366 vs 1146), so auto keeps one process."""
+    monkeypatch.setattr(workers_mod, "_cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    enc = encoderkit.load(str(dense_dir), compute="fp32")
+    assert plan_workers(enc, TEXTS, None, B) == 1
+    assert plan_workers(enc, TEXTS, 2, B) == 2  # forced: still forked workers
+
+
+@pytest.mark.skipif(not amx.available(), reason=f"bf16x3 cannot run here: {amx.unavailable_reason()}")
+@pytest.mark.parametrize("compute", ["bf16x3", "int8"])
+def test_amx_kernel_modes_use_threads_not_processes(dense_dir, caplog, compute):
+    """The AMX kernels release the GIL and are called once per layer: auto (and workers=N) runs W threads of this
+    process with one compute thread each, no fork, with the vectors of one process; the thread count comes back."""
+    enc = encoderkit.load(str(dense_dir), compute=compute)
+    if not workers_mod.uses_amx_kernels(enc):
+        pytest.skip(f"compute={compute} does not run encoderkit's AMX kernels on this CPU")
+    one = enc.encode(TEXTS, workers=1, batch_size=B)
+    assert plan_workers(enc, TEXTS, None, B) == 2
+    with caplog.at_level(logging.INFO, logger="encoderkit.compute.workers"):
+        auto = enc.encode(TEXTS, batch_size=B)
+    assert "over 2 workers (threads, one compute thread each)" in _used_workers(caplog)
+    assert auto.shape == one.shape and np.abs(auto - one).max() <= TOL
+    assert torch.get_num_threads() == 2 and _children_left() == []
+    marked = TEXTS[:50] + [" ".join(["w7"] * 400)] + TEXTS[50:]
+    with pytest.raises(ValueError, match="input 50 "):  # a failing thread names the caller's input
+        enc.encode(marked, workers=2, truncate=False, batch_size=B)
+    assert torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])

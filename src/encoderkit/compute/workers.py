@@ -1,19 +1,27 @@
 """Data-parallel encode: W workers of one thread each instead of one process of W threads, for large inputs.
 
-torch compute modes (fp32 / bf16 / int8) fork W child processes after the model is loaded: each sets one torch
-thread and reads the parent's weights copy-on-write (nothing is copied or reloaded). ONNX Runtime and OpenVINO are
-not fork-safe (a forked child hangs in them), so the exported backends run W Python threads instead, each on a
-one-thread session of the same exported graph (both engines release the GIL while they compute).
+torch compute modes fork W child processes after the model is loaded: each sets one torch thread and reads the
+parent's weights copy-on-write (nothing is copied or reloaded). ONNX Runtime and OpenVINO are not fork-safe (a
+forked child hangs in them), so the exported backends run W Python threads instead, each on a one-thread session of
+the same exported graph (both engines release the GIL while they compute). Where the linear layers run in
+encoderkit's own AMX kernels (compute="bf16x3", or "int8" on AMX-INT8 CPUs; `uses_amx_kernels`), the workers are W
+Python threads too, each running torch and the kernels on one thread of its own: the kernels release the GIL and
+are called once per layer, and no fork (nor its copy-on-write faults in a large process) is paid.
 
-The rule `workers=None` (auto) follows what was measured (2026-12-02, quiet 2-core AVX2 host, all-MiniLM-L6-v2,
-torch 2 threads, texts/s one process vs 2 workers): torch fp32 on SciFact queries 179 vs 191 (workers win: per-op
+The rule `workers=None` (auto) follows what was measured (texts/s, all-MiniLM-L6-v2, 2 threads, one process vs 2
+workers). A quiet 2-core AVX2 host (2026-12-02): torch fp32 on SciFact queries 179 vs 191 (workers win: per-op
 overhead of eager torch does not shrink with more threads), on 256-token abstracts 18.4 vs 14.6 (one process wins:
-GEMMs dominate); OpenVINO 208 vs 170 short, 17.3 vs 17.1 long (its own threads win). So auto uses W = min(torch
-threads, usable CPUs, batches // 4) forked workers only for a torch compute mode, texts of at most
-AUTO_MAX_MEAN_CHARS characters on average, at least AUTO_MIN_BATCHES batches, encode called from the main thread
-(forking a process that other threads are using, such as the server's batcher, is unsafe), on the CPU, on Linux
-(fork); otherwise one process. `workers=1` forces one process with all threads, `workers=N` forces N workers. Inputs are sorted by length and dealt out in chunks of whole batches
-on demand, so padding stays as small as in one process and a slower worker takes fewer chunks."""
+GEMMs dominate); OpenVINO 208 vs 170 short, 17.3 vs 17.1 long (its own threads win). A quiet 2-core AMX host
+(Sapphire Rapids class, 2026-12-02): SciFact queries fp32 578 vs 489, bf16 1366 vs 1146 (oneDNN's AVX-512 / AMX
+GEMMs scale: one process wins), bf16x3 709 vs 838 and int8 1284 vs 1681 (threads; the kernels' small per-layer calls
+gain little from splitting rows); abstracts int8 161 vs 115, bf16x3 75 vs 58 (one process). So auto uses W =
+min(torch threads, usable CPUs, batches // 4) workers for texts of at most AUTO_MAX_MEAN_CHARS characters on
+average and at least AUTO_MIN_BATCHES batches, for a torch compute mode that runs the AMX kernels or, on CPUs
+without AMX, any torch compute mode; encode called from the main thread (forking a process that other threads are
+using, such as the server's batcher, is unsafe), on the CPU, on Linux (fork); otherwise one process. `workers=1`
+forces one process with all threads, `workers=N` forces N workers. Inputs are sorted by length and dealt out in
+chunks of whole batches on demand, so padding stays as small as in one process and a slower worker takes fewer
+chunks."""
 from __future__ import annotations
 
 import logging
@@ -63,8 +71,8 @@ def plan_workers(enc: Any, inputs: Any, workers: int | None, batch_size: int, ch
     if workers is not None:  # forced
         if enc.device.type != "cpu":
             raise ValueError(f"workers={workers} runs CPU workers; this encoder is on {enc.device} (use workers=1)")
-        if getattr(enc, "_runner", None) is None and ("fork" not in mp.get_all_start_methods()
-                                                      or mp.current_process().daemon):
+        if getattr(enc, "_runner", None) is None and not uses_amx_kernels(enc) \
+                and ("fork" not in mp.get_all_start_methods() or mp.current_process().daemon):
             raise ValueError(f"workers={workers} forks worker processes, which this process (platform "
                              f"{sys.platform}{', daemonic' if mp.current_process().daemon else ''}) cannot do; "
                              "use workers=1")
@@ -78,7 +86,29 @@ def plan_workers(enc: Any, inputs: Any, workers: int | None, batch_size: int, ch
     texts = [x for x in inputs if isinstance(x, str)]
     if texts and sum(map(len, texts)) / len(texts) > AUTO_MAX_MEAN_CHARS:
         return 1  # measured: on long texts GEMMs dominate and 2 threads of one process win (workers 0.79x)
+    if not uses_amx_kernels(enc) and "amx_bf16" in _cpu_flags():
+        return 1  # measured on AMX CPUs: oneDNN's fp32 / bf16 GEMMs scale with threads (one process 1.2x workers)
     return max(1, min(torch.get_num_threads(), usable_cpus(), n_batches // 4))
+
+
+def _cpu_flags() -> set[str]:
+    from encoderkit.compute.int8 import cpu_flags
+
+    return set(cpu_flags())
+
+
+def uses_amx_kernels(enc: Any) -> bool:
+    """Whether the encoder's linear layers run in encoderkit's own AMX kernels (compute="bf16x3", or "int8" on an
+    AMX-INT8 CPU). Those are called once per layer from Python and release the GIL, so W threads of one process,
+    each running torch on one thread, encode in parallel without forking."""
+    from encoderkit.compute.amx import Bf16x3Linear
+    from encoderkit.compute.int8 import Int8Linear
+
+    model = getattr(enc, "model", None)
+    if getattr(enc, "_runner", None) is not None or not isinstance(model, torch.nn.Module):
+        return False
+    return any(isinstance(m, Bf16x3Linear) or (isinstance(m, Int8Linear) and getattr(m, "_amx", None) is not None)
+               for m in model.modules())
 
 
 def _chunks(enc: Any, inputs: list, batch_size: int, workers: int) -> list[np.ndarray]:
@@ -204,24 +234,32 @@ def _next_result(results: Any, procs: list) -> tuple:
 
 def _run_threads(enc: Any, inputs: list, chunks: list[np.ndarray], kw: dict, workers: int,
                  done: Callable[[int], None]) -> list[Any]:
-    """The exported backends: W threads, each encoding chunks through a one-thread copy of the engine."""
+    """W threads of this process. The exported backends: each encodes chunks through a one-thread copy of the
+    engine. encoderkit's AMX kernels: each runs torch (and the kernels) on one thread of its own; the process's
+    torch thread count is restored afterwards."""
     import copy
 
-    from encoderkit.compute.backends import make_runner
+    if getattr(enc, "_runner", None) is not None:
+        from encoderkit.compute.backends import make_runner
 
-    key = (enc.compute, workers)
-    if getattr(enc, "_worker_runners", (None,))[0] != key:
-        runner = make_runner(enc.model, enc.compute, pad_id=int(enc.pad_id or 0), threads=1, streams=workers)
-        enc._worker_runners = (key, runner)
-    runner = enc._worker_runners[1]
-    view = copy.copy(enc)
-    view._runner, view.routes = runner, {}
+        key = (enc.compute, workers)
+        if getattr(enc, "_worker_runners", (None,))[0] != key:
+            runner = make_runner(enc.model, enc.compute, pad_id=int(enc.pad_id or 0), threads=1, streams=workers)
+            enc._worker_runners = (key, runner)
+        view = copy.copy(enc)
+        view._runner, view.routes = enc._worker_runners[1], {}
+        one_thread = False
+    else:
+        view, one_thread = enc, True
+    torch_threads = torch.get_num_threads()
     next_chunk = iter(range(len(chunks)))
     lock = threading.Lock()
     parts: list[Any] = [None] * len(chunks)
     failed: list[BaseException] = []
 
     def work() -> None:
+        if one_thread:
+            torch.set_num_threads(1)  # this thread's OpenMP team (and threads started from now on)
         while not failed:
             with lock:
                 j = next(next_chunk, None)
@@ -234,9 +272,13 @@ def _run_threads(enc: Any, inputs: list, chunks: list[np.ndarray], kw: dict, wor
                 return
             done(len(chunks[j]))
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="encoderkit-encode") as pool:
-        for f in [pool.submit(work) for _ in range(workers)]:
-            f.result()
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="encoderkit-encode") as pool:
+            for f in [pool.submit(work) for _ in range(workers)]:
+                f.result()
+    finally:
+        if one_thread:
+            torch.set_num_threads(torch_threads)
     if failed:
         raise failed[0]
     return parts
@@ -259,9 +301,10 @@ def encode_in_workers(enc: Any, inputs: list | tuple, workers: int, kw: dict) ->
     chunks = _chunks(enc, inputs, kw.get("batch_size", 32), workers)
     bar = _progress(len(inputs), show)
     done = bar.update if bar is not None else (lambda n: None)
-    run = _run_threads if getattr(enc, "_runner", None) is not None else _run_processes
+    run = _run_threads if getattr(enc, "_runner", None) is not None or uses_amx_kernels(enc) else _run_processes
     log.info("encode: %d inputs in %d chunks over %d workers (%s)", len(inputs), len(chunks), workers,
-             "threads on a one-thread engine" if run is _run_threads else "one-thread processes")
+             "one-thread processes" if run is _run_processes else "threads on a one-thread engine"
+             if getattr(enc, "_runner", None) is not None else "threads, one compute thread each")
     try:
         out = _merge(run(enc, inputs, chunks, kw, workers, done), chunks, len(inputs))
     finally:
