@@ -99,15 +99,21 @@ class InfinityServer(Server):
     def __init__(self, folder: str, name: str, engine: str, threads: int | None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", folder, "--served-model-name", name,
-               "--engine", engine, "--device", "cpu", "--port", str(self.port), "--url-prefix", "/v1",
+        # optimum: infinity-emb 0.0.78 lists a local folder's files with absolute paths and hands one to optimum as
+        # the file name, which optimum refuses; run it inside the folder as "." so the paths are relative, with a
+        # private hub cache (it keeps its optimized copy there, under the model id)
+        cwd, model_id = (folder, ".") if engine == "optimum" else (None, folder)
+        self.cache = tempfile.TemporaryDirectory(prefix="serve_load_hf_")
+        cmd = [str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", model_id, "--served-model-name",
+               name, "--engine", engine, "--device", "cpu", "--port", str(self.port), "--url-prefix", "/v1",
                "--log-level", "warning"]
         self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, text=True, env=self.env(threads))
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, text=True, env=self.env(threads),
+                                     cwd=cwd)
 
     def env(self, threads: int | None) -> dict:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-               "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+               "INFINITY_ANONYMOUS_USAGE_STATS": "0", "HF_HOME": self.cache.name}
         if threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         return env
@@ -316,7 +322,7 @@ def measure_peer(peer: str, args) -> dict:
         return {"skipped": f"{INFINITY_VENV} has no infinity_emb: make bench-peers"}
     engine, folder, view = peer.split("-", 1)[1], str(resolve(args.model)), None
     try:
-        if engine == "optimum":  # its ONNX Runtime engine reads onnx/model.onnx, as hub repos ship it
+        if engine == "optimum":  # its ONNX Runtime engine needs an exported model.onnx in the folder
             folder = view = onnx_folder(folder)
         with InfinityServer(folder, args.model, engine, args.threads) as srv:
             r = _run(load(srv.url, args.model, args.clients, args.seconds, http=args.http, encoding="float"))
@@ -335,7 +341,7 @@ def measure_peer(peer: str, args) -> dict:
 
 
 def onnx_folder(folder: str) -> str:
-    """A temporary view of a model folder plus onnx/model.onnx (the transformers model exported by torch.onnx, as
+    """A temporary view of a model folder plus model.onnx (the transformers model exported by torch.onnx, as
     benchmarks/_peers.py does for sentence-transformers' backend="onnx"), for infinity-emb's optimum engine."""
     import transformers
 
@@ -345,8 +351,9 @@ def onnx_folder(folder: str) -> str:
     view = Path(tempfile.mkdtemp(prefix="serve_load_onnx_"))
     for item in Path(folder).iterdir():
         (view / item.name).symlink_to(item)
-    (view / "onnx").mkdir()
-    (view / "onnx" / "model.onnx").write_bytes(hf_onnx_bytes(transformers.AutoModel.from_pretrained(folder).eval()))
+    # at the top of the folder: infinity-emb hands the path it found to optimum as the file name, and optimum
+    # matches a file name without its subfolder
+    (view / "model.onnx").write_bytes(hf_onnx_bytes(transformers.AutoModel.from_pretrained(folder).eval()))
     return str(view)
 
 
