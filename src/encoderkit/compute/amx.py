@@ -10,8 +10,10 @@ Each bf16 x bf16 product is exact in fp32 and AMX accumulates in fp32, so the re
 while AMX's bf16 throughput is ~11x the fp32 FMA units' on MiniLM's shapes, so three products still cost about a
 third of one fp32 GEMM. torch / oneDNN cannot do this themselves: their bf16 GEMMs round the output to bf16
 (relative error ~3e-3), and oneDNN's fp32 GEMM with bf16 "fpmath" converts both operands on every call (2x fp32,
-not 3x). Everything between the GEMMs (attention, LayerNorm, residuals) stays torch fp32; a feed-forward block's
-exact GELU runs in the kernel's epilogue (kernels/ek_gelu.h) on rows still in cache.
+not 3x). Attention with a per-key (padding) bias runs on the tiles too (AmxAttention): softmax(scale q k^T + bias) v
+with both products split the same way and the softmax in fp32, one call per layer for every head. LayerNorm and the
+residuals stay fp32 (one pass per row, kernels/ek_addnorm.c); a feed-forward block's exact GELU runs in the
+kernel's epilogue (kernels/ek_gelu.h) on rows still in cache.
 
 The int8 compute mode uses a second kernel of the same build (kernels/amx_int8.c, `load_int8`, on AMX-INT8 CPUs).
 
