@@ -275,6 +275,7 @@ def test_attention_threads_groups_and_what_it_declines(monkeypatch):
     with torch.inference_mode():
         assert att(q, k, v, per_query, None) is None
         assert att(q.double(), k.double(), v.double(), None, None) is None
+        assert att(q, k, v, torch.ones(3, 1, 1, 70, dtype=torch.bool), None) is None  # SDPA's "may attend" mask
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert att(q, k, v, None, None) is None
     qg = q.detach().clone().requires_grad_(True)

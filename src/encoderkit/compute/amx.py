@@ -250,7 +250,8 @@ class AmxAttention:
         kb, kb_ld = None, 0
         if bias is not None:
             if bias.dim() != 4 or bias.shape[1:3] != (1, 1) or bias.shape[3] != T or bias.shape[0] not in (1, B) \
-                    or bias.device.type != "cpu" or (bias.requires_grad and torch.is_grad_enabled()):
+                    or not bias.is_floating_point() or bias.device.type != "cpu" \
+                    or (bias.requires_grad and torch.is_grad_enabled()):  # (a boolean mask means "may attend")
                 return None
             kb = bias.reshape(bias.shape[0], T).float().contiguous()
             kb_ld = T if bias.shape[0] == B else 0
