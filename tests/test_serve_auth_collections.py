@@ -222,6 +222,13 @@ def test_collection_lifecycle_and_search(server, keys, enc):
     logits = server.ce.score("pets", [texts[h["id"]] for h in hits])
     assert all(abs(h["scores"]["rerank"] - 1 / (1 + np.exp(-z))) <= 1e-5 for h, z in zip(hits, logits))
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    plain = search(query="pets", k=4)
+    fused = search(query="pets", k=4, rerank=True, rerank_top=4, rerank_weight=0.0)  # the first stage's order
+    assert [h["id"] for h in fused] == [h["id"] for h in plain]
+    assert all(h["scores"]["first_stage"] == p["score"] for h, p in zip(fused, plain))
+    r = httpx.post(u + "/collections/notes/search", json={"query": "pets", "rerank": True, "rerank_weight": 2},
+                   headers=H)
+    assert r.status_code == 422 and "rerank_weight" in r.text
 
     r = httpx.put(u + "/collections/notes/documents",
                   json={"documents": [{"id": "cat", "text": "Cats chase mice at night.", "metadata": {"topic": "pets"}}]},

@@ -234,6 +234,37 @@ def test_hybrid_fusion_and_rerank_plumbing(col):
         col.search("cat", rerank=42)
 
 
+def test_rerank_weight_fuses_z_scores_with_the_first_stage(col):
+    """rerank_weight w < 1 orders the reranked hits by w z(rerank) + (1 - w) z(first stage), each z-normalized over
+    those hits; w = 1 is the reranker alone, w = 0 keeps the first-stage order; anything else is refused."""
+    class ByLength:
+        def score(self, query, passages):
+            return np.array([-len(p) for p in passages], dtype=np.float32)
+
+    first = col.search("cat dog", k=20, mode="hybrid")
+
+    def z(v):
+        v = np.asarray(v, np.float64)
+        return (v - v.mean()) / v.std()
+    for w in (0.0, 0.3, 0.8, 1.0):
+        hits = col.search("cat dog", k=20, mode="hybrid", rerank=ByLength(), rerank_top=20, rerank_weight=w)
+        fused = w * z([-len(h.text) for h in first]) + (1 - w) * z([h.score for h in first])
+        want = [first[i].id for i in sorted(range(20), key=lambda i: -fused[i])] if w < 1 else \
+            [h.id for h in sorted(first, key=lambda h: len(h.text))]
+        assert [h.id for h in hits] == want, w
+        by_id = {h.id: h for h in hits}
+        for f in first:  # both scores are kept; `score` is what orders the hits
+            assert by_id[f.id].scores["first_stage"] == f.score
+            assert by_id[f.id].scores["rerank"] == -len(f.text)
+        if w < 1:
+            assert [round(h.score, 9) for h in hits] == sorted((round(float(x), 9) for x in fused), reverse=True)
+    assert [h.id for h in col.search("cat dog", k=20, mode="hybrid", rerank=ByLength(), rerank_top=20,
+                                     rerank_weight=0.0)] == [h.id for h in first]
+    for bad in (-0.1, 1.5, "0.5", True, float("nan")):
+        with pytest.raises(ValueError, match="rerank_weight must be a number from 0 to 1"):
+            col.search("cat", rerank=ByLength(), rerank_weight=bad)
+
+
 def test_fusion_units():
     a = [("x", 0.9), ("y", 0.8), ("z", 0.1)]
     b = [("z", 12.0), ("x", 3.0)]

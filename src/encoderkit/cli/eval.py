@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", help="qrels split to score (default test)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder reranking the top --rerank-top")
     p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
+    p.add_argument("--rerank-weight", type=float, default=1.0,
+                   help="the cross-encoder's weight fused with the first-stage score, both z-normalized over the "
+                        "reranked hits (default 1: the cross-encoder alone)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     p.add_argument("--dimensions", type=_dims, metavar="LIST",
                    help="Matryoshka widths, e.g. 64,128,256,384: exact vector search on the first d dimensions of "
@@ -154,7 +157,7 @@ def cmd_beir(args) -> int:
         return 0
     opts = {}
     if args.rerank:
-        opts = {"rerank": args.rerank, "rerank_top": args.rerank_top}
+        opts = {"rerank": args.rerank, "rerank_top": args.rerank_top, "rerank_weight": args.rerank_weight}
     progress = None if not args.json else False
     if len(args.mode) == 1:
         results = [evaluate_beir(args.path, enc, mode=args.mode[0], split=args.split, batch_size=args.batch_size,

@@ -195,6 +195,9 @@ def register(sub) -> None:
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder to rerank the top candidates")
     p.add_argument("--rerank-top", type=int, default=50, help="candidates given to the reranker (default 50)")
+    p.add_argument("--rerank-weight", type=float, default=1.0,
+                   help="the cross-encoder's weight fused with the first-stage score, both z-normalized over the "
+                        "reranked hits (default 1: the cross-encoder alone)")
     p.add_argument("--fusion", default="rrf", choices=["rrf", "weighted"], help="hybrid fusion (default rrf, k=60)")
     p.add_argument("--alpha", type=float, default=0.5, help="vector weight for --fusion weighted")
     p.add_argument("--chunks", action="store_true", help="list matching chunks; by default a document split into "
@@ -484,7 +487,7 @@ def cmd_search(args) -> int:
                              f"--mode {mode} finds nothing; search it with --mode vector (the default)")
         check_mode(col, args.name, {**opts, "mode": mode})
         hits = col.search(args.query, k=args.k, mode=mode, where=args.where, rerank=args.rerank,
-                          rerank_top=args.rerank_top, fusion=args.fusion, alpha=args.alpha, modes=opts["modes"],
+                          rerank_top=args.rerank_top, rerank_weight=args.rerank_weight, fusion=args.fusion, alpha=args.alpha, modes=opts["modes"],
                           weights=opts["weights"], group_by_document=not args.chunks)
         names = col.score_names(args.fusion)
         why = None

@@ -279,6 +279,8 @@ class SearchRequest(BaseModel):
     where: dict[str, Any] | None = None
     rerank: bool = False
     rerank_top: int = Field(50, ge=1, le=1000)
+    rerank_weight: float = Field(1.0, ge=0, le=1, description="the cross-encoder's weight when its score is fused "
+                                 "with the first-stage score, each z-normalized over the reranked hits (1: alone)")
     rerank_model: str | None = None
     group_by_document: bool = Field(True, description="a document split into chunks comes back once, as its id with "
                                                       "its best chunk's score and text; false: the chunks themselves")
@@ -520,11 +522,12 @@ async def search(name: str, body: SearchRequest, request: Request, state: Server
             if isinstance(exc, QueueFull):
                 raise APIError(429, str(exc), "overloaded", headers={"Retry-After": str(exc.retry_after)}) from None
             raise
-        for h, s in zip(hits, scores):
-            h.scores["first_stage"] = h.score
-            h.scores["rerank"] = float(s)
-            h.score = float(s)
-        hits = sorted(hits, key=lambda h: -h.score)
+        from encoderkit.store.records import rerank_hits
+
+        try:
+            hits = rerank_hits(hits, [float(s) for s in scores], body.rerank_weight)
+        except ValueError as exc:  # hits without a first-stage score to fuse
+            raise APIError(422, str(exc), "validation", param="rerank_weight") from None
     if not hits:
         return {"hits": [], "explanation": await run_in_threadpool(_explain, name, coll, body.where, body.mode)}
     return {"hits": [h.to_dict() for h in hits[: body.k]], "score_names": coll.score_names(body.fusion)}

@@ -18,7 +18,7 @@ import numpy as np
 from encoderkit.store.documents import DocumentsMixin, fetch_documents
 from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
 from encoderkit.store.kinds import DEFAULT_LATE_INDEX, LISTS, KindsMixin, check_late_factory, kinds_meta
-from encoderkit.store.records import Hit, collection_path, content_hash  # noqa: F401  (re-exported)
+from encoderkit.store.records import Hit, check_rerank_weight, collection_path, content_hash, rerank_hits  # noqa: F401
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from encoderkit.store.validate import check_delete, check_document, surrogate_at
 
@@ -337,7 +337,8 @@ class Collection(KindsMixin, DocumentsMixin):
 
     # ------------------------------------------------------------------ search
     def search(self, query: str | np.ndarray, k: int = 10, mode: str = "vector", where: dict | str | None = None,
-               rerank: Any = None, rerank_top: int = 50, *, vector: np.ndarray | None = None, sparse: Any = None,
+               rerank: Any = None, rerank_top: int = 50, *, rerank_weight: float = 1.0,
+               vector: np.ndarray | None = None, sparse: Any = None,
                multivector: np.ndarray | None = None, fusion: str = "rrf", alpha: float = 0.5,
                weights: Sequence[float] | dict | None = None, modes: Sequence[str] | None = None, rrf_k: int = 60,
                candidates: int | None = None, late_candidates: int | None = None, late_nprobe: int | None = None,
@@ -348,7 +349,8 @@ class Collection(KindsMixin, DocumentsMixin):
         fusion="weighted" (min-max normalized scores); `weights` per list (a dict by name, or a sequence in `modes`
         order; weighted vector + keyword default to alpha, 1 - alpha). where: metadata filter applied before
         top-k. rerank: an object with .score(query, passages) or a cross-encoder name/path, on the top
-        `rerank_top`. A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
+        `rerank_top`; rerank_weight < 1 orders them by rerank_weight * z(rerank) + (1 - rerank_weight) * z(first
+        stage) instead of the reranker's score alone (records.rerank_hits). A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
         query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector (a FAISS
         token index), or documents re-scored exactly (a PLAID index; default max(4 k, 256)); late_nprobe: PLAID's
         centroids probed per query token (default 8).
@@ -373,6 +375,7 @@ class Collection(KindsMixin, DocumentsMixin):
             names = [mode]
         if rerank is not None:
             rerank_top = _check_k(rerank_top, "rerank_top")
+            rerank_weight = check_rerank_weight(rerank_weight)
         depth = max(k, rerank_top) if rerank is not None else k
         opts = dict(vector=vector, sparse=sparse, multivector=multivector, late_candidates=late_candidates,
                     late_nprobe=late_nprobe, ef_search=ef_search, nprobe=nprobe)
@@ -389,7 +392,7 @@ class Collection(KindsMixin, DocumentsMixin):
             grouped = group_by_document is not False and self.has_chunks()
             hits = fetch_documents(fetch, depth) if grouped else fetch(depth)
         if rerank is not None and hits:
-            hits = self._rerank(text, hits[:rerank_top], rerank)
+            hits = self._rerank(text, hits[:rerank_top], rerank, rerank_weight)
         return hits[:k]
 
     def _ranked_hits(self, mode: str, names: list[str], text: str | None, n: int, where, fuse: tuple,
@@ -460,7 +463,7 @@ class Collection(KindsMixin, DocumentsMixin):
         order = np.lexsort((best_ids, -best_s))
         return [(int(best_ids[i]), float(best_s[i])) for i in order[:k]]
 
-    def _rerank(self, text: str, hits: list[Hit], rerank: Any) -> list[Hit]:
+    def _rerank(self, text: str, hits: list[Hit], rerank: Any, weight: float = 1.0) -> list[Hit]:
         scorer = rerank
         if isinstance(rerank, (str, os.PathLike)):
             key = str(rerank)
@@ -473,13 +476,7 @@ class Collection(KindsMixin, DocumentsMixin):
             raise TypeError(f"rerank must be a cross-encoder name/path or an object with .score(query, passages); "
                             f"got {type(rerank).__name__}")
         s = np.asarray(scorer.score(text, [h.text for h in hits]), dtype=np.float64).reshape(-1)
-        if len(s) != len(hits):
-            raise ValueError(f"the reranker returned {len(s)} scores for {len(hits)} passages")
-        for h, v in zip(hits, s):
-            h.scores["first_stage"] = h.score
-            h.scores["rerank"] = float(v)
-            h.score = float(v)
-        return [hits[i] for i in np.argsort(-s, kind="stable")]
+        return rerank_hits(hits, s.tolist(), weight)
 
     # ------------------------------------------------------------------ integrity
     def check(self) -> dict:

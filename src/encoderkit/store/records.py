@@ -1,11 +1,13 @@
-"""What a collection returns and where it lives: `Hit` (a search result or fetched document), the content hash
-that spots exact duplicates, and the default folder of a collection name."""
+"""What a collection returns and where it lives: `Hit` (a search result or fetched document), the order of reranked
+hits, the content hash that spots exact duplicates, and the default folder of a collection name."""
 from __future__ import annotations
 
 import hashlib
 import os
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from encoderkit.store.validate import check_collection_name
 
@@ -45,3 +47,36 @@ def collection_path(name: str | os.PathLike, store: str | os.PathLike | None = N
     check_collection_name(name)
     home = Path(os.environ.get("ENCODERKIT_HOME", "~/.encoderkit")).expanduser()
     return home / "collections" / name
+
+
+def check_rerank_weight(weight: float) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ValueError(f"rerank_weight must be a number from 0 to 1 (1: the cross-encoder's score alone), "
+                         f"got {weight!r}")
+    return float(weight)
+
+
+def rerank_hits(hits: list[Hit], scores: Sequence[float], weight: float = 1.0) -> list[Hit]:
+    """`hits` ordered by the reranker's `scores` (weight 1), or by weight * z(rerank) + (1 - weight) * z(first
+    stage) — score interpolation, with each score z-normalized over these hits (mean 0, standard deviation 1;
+    a list whose scores are all equal contributes 0). Each hit keeps both in `scores` ("first_stage", "rerank") and
+    its `score` becomes what orders it. Ties keep the first-stage order."""
+    weight = check_rerank_weight(weight)
+    if len(scores) != len(hits):
+        raise ValueError(f"the reranker returned {len(scores)} scores for {len(hits)} passages")
+    first = [h.score for h in hits]
+    if weight < 1.0 and any(f is None for f in first):
+        raise ValueError("rerank_weight < 1 fuses the first-stage scores, and these hits have none")
+
+    def z(values: list[float]) -> list[float]:
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return [(v - mean) / sd if sd > 0 else 0.0 for v in values]
+
+    rer = [float(v) for v in scores]
+    order_by = rer if weight == 1.0 else [weight * a + (1.0 - weight) * b for a, b in zip(z(rer), z(first))]
+    for h, f, r, o in zip(hits, first, rer, order_by):
+        h.scores["first_stage"] = f
+        h.scores["rerank"] = r
+        h.score = o
+    return [hits[i] for i in sorted(range(len(hits)), key=lambda i: -order_by[i])]
