@@ -117,6 +117,13 @@ def test_margin_mse_formula_and_sentence_transformers():
     assert abs(float(margin_mse_loss(q, p, torch.stack([n1, n2], 1), margins)) - float(got)) <= 1e-4
     with pytest.raises(ValueError, match="margins or"):
         margin_mse_loss(q, p, [n1, n2], teacher[:, :1].repeat(1, 5))
+    want20 = sum((20 * float(q[i].double() @ p[i].double() - q[i].double() @ n[i].double())
+                  - float(teacher[i, 0] - teacher[i, k + 1])) ** 2
+                 for i in range(N) for k, n in enumerate((n1, n2))) / (2 * N)
+    got20 = float(margin_mse_loss(q, p, [n1, n2], teacher, scale=20.0))  # the student's similarities x 20
+    assert abs(got20 - want20) <= 1e-4 * max(1.0, want20)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        margin_mse_loss(q, p, [n1, n2], teacher, scale=0.0)
 
 
 def test_kl_distill_formula_and_sentence_transformers():

@@ -197,13 +197,18 @@ def _stack_candidates(positives: torch.Tensor, negatives) -> torch.Tensor:
 
 
 def margin_mse_loss(queries: torch.Tensor, positives: torch.Tensor, negatives, teacher: torch.Tensor,
-                    similarity: str = "dot") -> torch.Tensor:
+                    similarity: str = "dot", scale: float = 1.0) -> torch.Tensor:
     """MarginMSE. teacher: (N, K) margins teacher(q, p) - teacher(q, n_k), or (N, K + 1) scores, positive first
-    (or (N,) for one negative). similarity: "dot" (the paper's and sentence-transformers' default) or "cos"."""
+    (or (N,) for one negative). similarity: "dot" (the paper's and sentence-transformers' default) or "cos". scale
+    multiplies the student's similarities (1: sentence-transformers' MarginMSELoss): a normalized student's margins
+    lie in [-2, 2], a cross-encoder's logit margins are often ~10, so such a pair needs a scale to be comparable."""
+    if not scale > 0:
+        raise ValueError(f"the MarginMSE scale must be > 0, got {scale}")
     cand = _stack_candidates(positives, negatives)  # (N, 1 + K, D)
     n, k = cand.shape[0], cand.shape[1] - 1
     q = queries[:, None, :]
     s = (q * cand).sum(-1) if similarity == "dot" else F.cosine_similarity(q, cand, dim=-1)  # (N, 1 + K)
+    s = s * scale
     teacher = teacher.detach().to(s.dtype)
     if teacher.shape == (n, k + 1):
         teacher = teacher[:, :1] - teacher[:, 1:]

@@ -37,7 +37,8 @@ class RetrievalTrainable(ContrastiveTrainable):
 
     def __init__(self, encoder, loss: str = "mnrl", *, scale: float = 20.0, chunk_size: int = 32,
                  matryoshka_dims: list[int] | None = None, matryoshka_weights: list[float] | None = None,
-                 guide=None, gist_margin: float = 0.0, num_negatives: int | None = None, temperature: float = 1.0):
+                 guide=None, gist_margin: float = 0.0, num_negatives: int | None = None, temperature: float = 1.0,
+                 margin_scale: float = 1.0):
         super().__init__(encoder, temperature=1.0 / scale)
         from encoderkit.objectives.retrieval import (AnglELoss, CoSENTLoss, MatryoshkaLoss, kl_distill_loss,
                                                      margin_mse_loss, mnrl_loss)
@@ -49,7 +50,8 @@ class RetrievalTrainable(ContrastiveTrainable):
         self.kind, self.scale, self.num_negatives = loss, scale, num_negatives
         self.guide = guide  # not trained: an Encoder, called without gradients
         base = {"mnrl": lambda *e: mnrl_loss(*e, scale=scale), "cached-mnrl": lambda *e: mnrl_loss(*e, scale=scale),
-                "margin-mse": margin_mse_loss, "cosent": CoSENTLoss(scale), "angle": AnglELoss(scale),
+                "margin-mse": lambda q, p, n, teacher: margin_mse_loss(q, p, n, teacher, scale=margin_scale),
+                "cosent": CoSENTLoss(scale), "angle": AnglELoss(scale),
                 "kl": lambda q, p, n, teacher: kl_distill_loss(q, p, n, teacher, temperature=temperature),
                 "gist": None}[loss]
         if matryoshka_dims:
@@ -152,6 +154,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=LOSSES, default="mnrl", help="objective: mnrl, cached-mnrl, gist, margin-mse, kl (query/positive/negatives records), cosent, angle (scored pairs)")
     p.add_argument("--scale", type=float, default=20.0, help="similarity scale = 1 / temperature (default 20)")
     p.add_argument("--chunk-size", type=int, default=32, help="cached-mnrl: texts embedded per chunk")
+    p.add_argument("--margin-scale", type=float, default=1.0,
+                   help="margin-mse: the student's similarities times this before their margins meet the teacher's "
+                        "(default 1, as sentence-transformers; a normalized student under a cross-encoder's logits "
+                        "needs ~10-20)")
     p.add_argument("--matryoshka-dims", help="comma-separated widths, e.g. 384,256,128,64")
     p.add_argument("--matryoshka-weights", help="comma-separated weights (default all 1)")
     p.add_argument("--guide", help="gist: the guide encoder (default: the starting model)")
@@ -188,7 +194,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     cfg.out_dir = None  # the output folder is the sentence-transformers checkpoint written below
     enc = encoderkit.load(args.model, max_length=args.max_length)
     guide = encoderkit.load(args.guide or args.model, max_length=args.max_length) if args.loss == "gist" else None
-    loss_kw = dict(scale=args.scale, chunk_size=args.chunk_size,
+    loss_kw = dict(scale=args.scale, chunk_size=args.chunk_size, margin_scale=args.margin_scale,
                    matryoshka_dims=_ints(args.matryoshka_dims, "--matryoshka-dims"),
                    matryoshka_weights=_ints(args.matryoshka_weights, "--matryoshka-weights", float),
                    num_negatives=args.num_negatives)
