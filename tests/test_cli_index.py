@@ -117,3 +117,27 @@ def test_eval_beir_cli_keyword(home, capsys, tmp_path):
         assert im.size[0] > 300 and im.size[1] > 200
     with pytest.raises(SystemExit):
         main(["eval", "beir", str(b), "--mode", "vector,semantic"])
+
+
+def test_search_rerank_weight(home, capsys, monkeypatch):
+    """`search --rerank CE --rerank-weight w`: w = 0 keeps the first-stage order (the scores fused, not replaced),
+    w = 1 the cross-encoder's; a weight outside [0, 1] is a one-line error."""
+    from encoderkit.tasks import rerank as rr
+
+    class ByLength:
+        def score(self, query, passages):
+            return [-float(len(p)) for p in passages]
+
+    monkeypatch.setattr(rr.CrossEncoder, "load", staticmethod(lambda key, **kw: ByLength()))
+    assert run(capsys, "index", "create", "papers", "--model", "fake")[0] == 0
+    assert run(capsys, "index", "add", "papers", str(home / "docs" / "papers.jsonl"))[0] == 0
+    q = ["search", "papers", "summer beach", "-k", "3", "--mode", "hybrid", "--json"]
+    plain = [h["id"] for h in json.loads(run(capsys, *q)[1])]
+    code, out, _ = run(capsys, *q, "--rerank", "ce", "--rerank-top", "3", "--rerank-weight", "0")
+    hits = json.loads(out)
+    assert code == 0 and [h["id"] for h in hits] == plain and "first_stage" in hits[0]["scores"]
+    code, out, _ = run(capsys, *q, "--rerank", "ce", "--rerank-top", "3", "--rerank-weight", "1")
+    hits = json.loads(out)
+    assert [len(h["text"]) for h in hits] == sorted(len(h["text"]) for h in hits)
+    code, _, err = run(capsys, "search", "papers", "x", "--rerank", "ce", "--rerank-weight", "1.5")
+    assert code == 2 and "rerank_weight must be a number from 0 to 1" in err
