@@ -51,9 +51,16 @@ def _children_before():
     yield
 
 
+def _comm(stat: str) -> str:
+    return stat.split("(", 1)[1].rsplit(")", 1)[0]
+
+
 def _children_left() -> list[str]:
-    """Processes (zombies included) whose parent is this one and that the test did not find there at its start."""
+    """Forked copies of this interpreter (same process name; zombies included) whose parent is this process and
+    that the test did not find there at its start. Other children (a `uname` or `pg_ctl` another library of this
+    xdist worker ran at that moment; once seen as a zombie for over 5 s in a full run) are not encode workers."""
     me, found = str(os.getpid()), []
+    mine = _comm(open(f"/proc/{me}/stat").read())
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
@@ -61,8 +68,8 @@ def _children_left() -> list[str]:
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == me and pid not in _BEFORE:
-                found.append(f"{pid} ({fields[0]})")
+            if fields[1] == me and pid not in _BEFORE and _comm(stat) == mine:
+                found.append(f"{pid} ({fields[0]} {_comm(stat)})")
     return found
 
 
