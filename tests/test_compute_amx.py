@@ -318,6 +318,30 @@ def test_attention_layer_uses_it_only_where_it_applies():
 
 
 @needs_amx
+@pytest.mark.parametrize("compute", ["bf16x3", "int8"])
+def test_models_on_the_kernels_copy_and_pickle(compute, tmp_path):
+    """A model whose layers run encoderkit's kernels deep-copies and pickles (training recipes copy models; users
+    torch.save whole modules): the kernel library is loaded again in the copy instead of failing on the ctypes
+    handle, and the copy computes the same numbers."""
+    import copy
+    import io
+    import pickle
+
+    enc = encoderkit.load(tiny_family_folder("bert", tmp_path), compute=compute)
+    ids = torch.randint(5, TINY_VOCAB, (3, 40))
+    mask = torch.ones_like(ids)
+    mask[2, 25:] = 0
+    with torch.inference_mode():
+        want = enc.model(input_ids=ids, attention_mask=mask)
+    for clone in (copy.deepcopy(enc.model), pickle.loads(pickle.dumps(enc.model))):
+        buf = io.BytesIO()
+        torch.save(clone, buf)
+        with torch.inference_mode():
+            got = clone(input_ids=ids, attention_mask=mask)
+        assert torch.equal(got, want)
+
+
+@needs_amx
 def test_unwritable_cache_falls_back_to_a_private_temp_folder(monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -197,6 +197,12 @@ class AddLayerNorm:
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
 
+    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) load the library again: a ctypes handle cannot be copied
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.lib = load_addnorm()[0]
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
         D = x.shape[-1]
         if (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or ln.weight.requires_grad)) \
@@ -238,6 +244,12 @@ class AmxAttention:
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
+
+    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) load the library again: a ctypes handle cannot be copied
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.lib = _load()[0]
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
                  scale: float | None) -> torch.Tensor | None:

@@ -106,12 +106,13 @@ class Int8Linear(nn.Module):
         if self.bias is not None:
             bias = torch.zeros(n_pad)
             bias[:self.out_features] = self.bias
-        self._amx = (lib, k_pad, n_pad, packed, wscale, bias)
+        self._amx = (k_pad, n_pad, packed, wscale, bias)  # (the library is looked up per call: copies stay copyable)
 
     def _forward_amx(self, x2: torch.Tensor) -> torch.Tensor:
-        from encoderkit.compute.amx import run_rows
+        from encoderkit.compute.amx import load_int8, run_rows
 
-        lib, k_pad, n_pad, packed, wscale, bias = self._amx
+        lib = load_int8()[0]
+        k_pad, n_pad, packed, wscale, bias = self._amx
         M = x2.shape[0]
         Mp = -(-max(M, 1) // 32) * 32
         q = torch.empty(Mp, k_pad, dtype=torch.int8)
@@ -148,10 +149,11 @@ class Int8FeedForward(nn.Module):
         fc1, fc2 = self.fc1, self.fc2
         if x.device.type != "cpu" or fc1._amx is None or fc2._amx is None or (self.training and self.drop.p > 0):
             return fc2(self.drop(fc1(x)))  # fc1 applies the GELU itself (act "gelu")
-        from encoderkit.compute.amx import run_rows
+        from encoderkit.compute.amx import load_int8, run_rows
 
-        lib, kp1, fp, w1, ws1, b1 = fc1._amx
-        _, kp2, np_, w2, ws2, b2 = fc2._amx
+        lib = load_int8()[0]
+        kp1, fp, w1, ws1, b1 = fc1._amx
+        kp2, np_, w2, ws2, b2 = fc2._amx
         lead = x.shape[:-1]
         x2 = x.reshape(-1, fc1.in_features).float().contiguous()
         M, K, F, N = x2.shape[0], fc1.in_features, fc1.out_features, fc2.out_features
