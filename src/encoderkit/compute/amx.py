@@ -37,6 +37,7 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -190,18 +191,27 @@ def load_addnorm() -> tuple[ctypes.CDLL | None, str]:
                         {"ek_add_layernorm_rows": [P, P, I, P, P, FLOAT, P, I, I]})
 
 
-class AddLayerNorm:
-    """ln(x + y) for a post-norm encoder layer (nn.layers.EncoderLayer.add_norm) in one pass over each row on
-    AVX-512 CPUs, for inference on contiguous fp32 CPU tensors; anything else goes through torch."""
+class _KernelCall:
+    """A callable a model's layer holds that runs a built kernel library. Copies of the model (deepcopy, pickle,
+    torch.save) load the library again through `loader` instead of copying the ctypes handle, which cannot be."""
+
+    loader: Callable[[], tuple[ctypes.CDLL | None, str]]
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
 
-    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) load the library again: a ctypes handle cannot be copied
+    def __getstate__(self) -> dict:
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.lib = load_addnorm()[0]
+        self.lib = type(self).loader()[0]
+
+
+class AddLayerNorm(_KernelCall):
+    """ln(x + y) for a post-norm encoder layer (nn.layers.EncoderLayer.add_norm) in one pass over each row on
+    AVX-512 CPUs, for inference on contiguous fp32 CPU tensors; anything else goes through torch."""
+
+    loader = staticmethod(load_addnorm)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
         D = x.shape[-1]
@@ -233,7 +243,7 @@ def fuse_add_norms(model: nn.Module) -> nn.Module:
     return model
 
 
-class AmxAttention:
+class AmxAttention(_KernelCall):
     """softmax(scale * q k^T + key bias) v for inference on AMX-BF16, both products split three ways like
     Bf16x3Linear (fp32 accuracy; kernels/amx_bf16x3.c, ek_attention_rows), one call per layer for every head.
 
@@ -242,14 +252,7 @@ class AmxAttention:
     autocast, and biases other than a per-key one of shape (B|1, 1, 1, T) (padding masks; relative-position or
     causal biases vary per query)."""
 
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
-
-    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) load the library again: a ctypes handle cannot be copied
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.lib = _load()[0]
+    loader = staticmethod(_load)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
                  scale: float | None) -> torch.Tensor | None:
