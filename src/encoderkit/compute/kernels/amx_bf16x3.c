@@ -107,10 +107,7 @@ static inline void gemm_block(const uint16_t *a0, int64_t Kp, const uint16_t *wb
         _tile_loadd(2, bias, 0);
         _tile_loadd(3, bias + 16, 0);
     } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        ek_zero_accumulators();
     }
     for (int64_t kc = 0; kc < KC; kc++) {
         const uint16_t *bt = wb + kc * 4 * 512;

@@ -76,10 +76,7 @@ static inline void strip_products(const int8_t *a, int64_t Kp, const int8_t *wp,
     const int8_t *a1 = a + 16 * Kp;
     for (int64_t nb = 0; nb < NB; nb++) {
         const int8_t *wb = wp + nb * KC * 2 * 1024;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        ek_zero_accumulators();
         for (int64_t kc = 0; kc < KC; kc++) {
             const int8_t *bt = wb + kc * 2 * 1024;
             _tile_loadd(4, a + kc * 64, Kp);

@@ -22,4 +22,12 @@ static inline void ek_config_tiles(void) {
     }
     _tile_loadconfig(&cfg);
 }
+
+/* the accumulator tiles 0-3 (a 32 x 32 output block) set to zero */
+static inline void ek_zero_accumulators(void) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+}
 #endif
