@@ -88,6 +88,15 @@ def _used_workers(caplog) -> str:
     return msgs[-1] if msgs else ""
 
 
+def _auto_uses_two_workers_with_the_vectors_of_one_process(enc, caplog, how: str) -> None:
+    one = enc.encode(TEXTS, workers=1, batch_size=B)
+    assert plan_workers(enc, TEXTS, None, B) == 2
+    with caplog.at_level(logging.INFO, logger="encoderkit.compute.workers"):
+        auto = enc.encode(TEXTS, batch_size=B)
+    assert f"over 2 workers ({how})" in _used_workers(caplog)
+    assert auto.shape == one.shape and np.abs(auto - one).max() <= TOL
+
+
 @pytest.fixture
 def no_amx(monkeypatch):
     """A CPU without AMX, where forked workers were measured faster than one process for fp32 on short texts."""
@@ -96,12 +105,7 @@ def no_amx(monkeypatch):
 
 def test_automatic_workers_give_the_vectors_of_one_process_in_order(dense_dir, caplog, no_amx):
     enc = encoderkit.load(str(dense_dir), compute="fp32")
-    one = enc.encode(TEXTS, workers=1, batch_size=B)
-    assert plan_workers(enc, TEXTS, None, B) == 2
-    with caplog.at_level(logging.INFO, logger="encoderkit.compute.workers"):
-        auto = enc.encode(TEXTS, batch_size=B)
-    assert "over 2 workers (one-thread processes)" in _used_workers(caplog)
-    assert auto.shape == one.shape and np.abs(auto - one).max() <= TOL
+    _auto_uses_two_workers_with_the_vectors_of_one_process(enc, caplog, "one-thread processes")
     assert _children_staying() == []
     assert torch.get_num_threads() == 2  # the parent keeps its threads
 
@@ -156,12 +160,7 @@ def test_amx_kernel_modes_use_threads_not_processes(dense_dir, caplog, compute):
     enc = encoderkit.load(str(dense_dir), compute=compute)
     if not workers_mod.uses_amx_kernels(enc):
         pytest.skip(f"compute={compute} does not run encoderkit's AMX kernels on this CPU")
-    one = enc.encode(TEXTS, workers=1, batch_size=B)
-    assert plan_workers(enc, TEXTS, None, B) == 2
-    with caplog.at_level(logging.INFO, logger="encoderkit.compute.workers"):
-        auto = enc.encode(TEXTS, batch_size=B)
-    assert "over 2 workers (threads, one compute thread each)" in _used_workers(caplog)
-    assert auto.shape == one.shape and np.abs(auto - one).max() <= TOL
+    _auto_uses_two_workers_with_the_vectors_of_one_process(enc, caplog, "threads, one compute thread each")
     assert torch.get_num_threads() == 2 and _children_left() == []
     marked = TEXTS[:50] + [" ".join(["w7"] * 400)] + TEXTS[50:]
     with pytest.raises(ValueError, match="input 50 "):  # a failing thread names the caller's input
