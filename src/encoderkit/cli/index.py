@@ -487,8 +487,9 @@ def cmd_search(args) -> int:
                              f"--mode {mode} finds nothing; search it with --mode vector (the default)")
         check_mode(col, args.name, {**opts, "mode": mode})
         hits = col.search(args.query, k=args.k, mode=mode, where=args.where, rerank=args.rerank,
-                          rerank_top=args.rerank_top, rerank_weight=args.rerank_weight, fusion=args.fusion, alpha=args.alpha, modes=opts["modes"],
-                          weights=opts["weights"], group_by_document=not args.chunks)
+                          rerank_top=args.rerank_top, rerank_weight=args.rerank_weight, fusion=args.fusion,
+                          alpha=args.alpha, modes=opts["modes"], weights=opts["weights"],
+                          group_by_document=not args.chunks)
         names = col.score_names(args.fusion)
         why = None
         if not hits:

@@ -301,10 +301,13 @@ def encode_in_workers(enc: Any, inputs: list | tuple, workers: int, kw: dict) ->
     chunks = _chunks(enc, inputs, kw.get("batch_size", 32), workers)
     bar = _progress(len(inputs), show)
     done = bar.update if bar is not None else (lambda n: None)
-    run = _run_threads if getattr(enc, "_runner", None) is not None or uses_amx_kernels(enc) else _run_processes
-    log.info("encode: %d inputs in %d chunks over %d workers (%s)", len(inputs), len(chunks), workers,
-             "one-thread processes" if run is _run_processes else "threads on a one-thread engine"
-             if getattr(enc, "_runner", None) is not None else "threads, one compute thread each")
+    if getattr(enc, "_runner", None) is not None:
+        run, how = _run_threads, "threads on a one-thread engine"
+    elif uses_amx_kernels(enc):
+        run, how = _run_threads, "threads, one compute thread each"
+    else:
+        run, how = _run_processes, "one-thread processes"
+    log.info("encode: %d inputs in %d chunks over %d workers (%s)", len(inputs), len(chunks), workers, how)
     try:
         out = _merge(run(enc, inputs, chunks, kw, workers, done), chunks, len(inputs))
     finally:

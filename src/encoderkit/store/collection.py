@@ -18,7 +18,8 @@ import numpy as np
 from encoderkit.store.documents import DocumentsMixin, fetch_documents
 from encoderkit.store.faiss_index import VectorIndex, check_factory, train_size
 from encoderkit.store.kinds import DEFAULT_LATE_INDEX, LISTS, KindsMixin, check_late_factory, kinds_meta
-from encoderkit.store.records import Hit, check_rerank_weight, collection_path, content_hash, rerank_hits  # noqa: F401
+from encoderkit.store.records import (Hit, check_rerank_weight, collection_path, content_hash,  # noqa: F401
+                                      rerank_hits)
 from encoderkit.store.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from encoderkit.store.validate import check_delete, check_document, surrogate_at
 
@@ -350,8 +351,8 @@ class Collection(KindsMixin, DocumentsMixin):
         order; weighted vector + keyword default to alpha, 1 - alpha). where: metadata filter applied before
         top-k. rerank: an object with .score(query, passages) or a cross-encoder name/path, on the top
         `rerank_top`; rerank_weight < 1 orders them by rerank_weight * z(rerank) + (1 - rerank_weight) * z(first
-        stage) instead of the reranker's score alone (records.rerank_hits). A vector query needs mode="vector"; `vector=` / `sparse=` / `multivector=` give the
-        query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector (a FAISS
+        stage) instead of the reranker's score alone (records.rerank_hits). A vector query needs mode="vector";
+        `vector=` / `sparse=` / `multivector=` give the query's encodings with the text, to skip encoding. late_candidates: token neighbours per query vector (a FAISS
         token index), or documents re-scored exactly (a PLAID index; default max(4 k, 256)); late_nprobe: PLAID's
         centroids probed per query token (default 8).
         group_by_document (default on; False: the chunks themselves): chunks of one document come back once, as

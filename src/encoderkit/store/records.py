@@ -3,8 +3,8 @@ hits, the content hash that spots exact duplicates, and the default folder of a 
 from __future__ import annotations
 
 import hashlib
-import os
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
