@@ -322,7 +322,10 @@ def _model_route(strategy: st.SearchStrategy, *examples: Req):
     return test
 
 
-test_openai_embeddings_never_5xx = _model_route(openai_embeddings())
+test_openai_embeddings_never_5xx = _model_route(
+    openai_embeddings(),
+    # found by a full run: the 404's message quotes the unknown model, and a lone surrogate in it made a 500
+    Req("POST", "/v1/embeddings", {"model": "\ud800", "input": ""}))
 test_ollama_embed_never_5xx = _model_route(ollama_embed())
 test_ollama_embeddings_never_5xx = _model_route(ollama_embeddings())
 test_tei_embed_never_5xx = _model_route(tei("/embed", inputs=TEXTS, normalize=JSON, prompt_name=JSON,

@@ -2,6 +2,7 @@
 OpenAI `{"error": {message, type, param, code}}`, Ollama `{"error": "..."}`, TEI `{"error", "error_type"}`."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -54,11 +55,20 @@ def error_body(api: str, err: APIError) -> dict[str, Any]:
     return {"error": err.message, "error_type": tei_type}
 
 
+class _ErrorJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error message that quotes the client's input (a model name,
+    an id) may hold a lone surrogate, which has no UTF-8 form and made the plain JSONResponse fail with a 500.
+    Parsed, the body is the same."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(path: str, err: APIError) -> JSONResponse:
     """A JSONResponse for `err` in the format of the API `path` belongs to (TEI reports model failures as 424)."""
     api = api_of(path)
     status = 424 if api == "tei" and err.kind == "backend" and err.status == 500 else err.status
-    return JSONResponse(error_body(api, err), status_code=status, headers=err.headers)
+    return _ErrorJSON(error_body(api, err), status_code=status, headers=err.headers)
 
 
 # ------------------------------------------------------------------ schemas, for the OpenAPI document
