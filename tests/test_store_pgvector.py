@@ -191,6 +191,21 @@ def test_neighbors_and_vectors_round_trip(url):
     c.close()
 
 
+def test_keyword_ties_are_exact_and_fall_by_row_id(url):
+    """Documents that hold the query's words the same way score bit-equal, so a tie falls by rid, whatever order
+    the join visits the terms in (a restored table ranked such ties unlike the original before)."""
+    c = Collection.open(url, FakeEncoder(), index="Flat")
+    texts = [f"batch {b} item {i} words{b % 7} topic{i % 5}" for b in range(30) for i in range(20)]
+    for j in range(0, len(texts), 20):  # batches, like a writer: rows spread over the table's pages
+        c.add(texts[j:j + 20], ids=[f"d{j + i}" for i in range(20)])
+    for query in ("batch 3 item 7", "words2 topic4", "item 7 batch 12 topic1"):
+        hits = c.store.keyword_search(query, 600)
+        scores = [s for _, s in hits]
+        assert len(set(scores)) == len({round(s, 9) for s in scores}), query  # no scores a last bit apart
+        assert hits == sorted(hits, key=lambda h: (-h[1], h[0])), query
+    c.close()
+
+
 # ---------------------------------------------------------------------- where: JSONB vs SQLite vs Python
 VALUES = [0, 1, 2, 2.5, -1, 10, "1", "a", "b", "abc", "é", "z", "", True, False, None]
 

@@ -483,19 +483,22 @@ class PgStore:
         """(rid, score; higher is better) of documents holding any word of free text, filtered by `where`.
         score = sum over the query's lexemes t of idf(t) * ts_rank_cd(tsv, t, RANK_NORMALIZATION): ts_rank_cd
         alone has no idf, so a common word weighs as much as a rare one (SciFact NDCG@10 0.33 that way; idf is
-        the BM25 one, document frequencies counted through the GIN index)."""
+        the BM25 one, document frequencies counted through the GIN index). The terms are summed in lexeme order:
+        float addition is not associative, and a sum in the join's order gave equal documents scores a last bit
+        apart, so ties fell by physical row order (a restored table ranked them unlike the original), not by rid."""
         if not re.search(r"\w", text):
             return []
         text = text.replace("\x00", " ")  # PostgreSQL text cannot hold NUL; it is no part of a word anyway
         cond, params = self._where(where)
         cfg = sql.Literal(fts)
         query = sql.SQL(
-            "WITH terms AS (SELECT DISTINCT quote_literal(l)::tsquery AS q "
+            "WITH terms AS (SELECT DISTINCT l, quote_literal(l)::tsquery AS q "
             "               FROM unnest(tsvector_to_array(to_tsvector({cfg}::regconfig, %s))) AS l),"
             " n AS (SELECT count(*) AS n FROM {t}),"
-            " w AS (SELECT q, ln(1 + (n.n - df.df + 0.5) / (df.df + 0.5)) AS idf FROM terms, n,"
+            " w AS (SELECT l, q, ln(1 + (n.n - df.df + 0.5) / (df.df + 0.5)) AS idf FROM terms, n,"
             "       LATERAL (SELECT count(*) AS df FROM {t} WHERE tsv @@ terms.q) AS df) "
-            "SELECT rid, sum(w.idf * ts_rank_cd(tsv, w.q, {norm})) AS s FROM {t} JOIN w ON tsv @@ w.q WHERE "
+            "SELECT rid, sum(w.idf * ts_rank_cd(tsv, w.q, {norm}) ORDER BY w.l) AS s FROM {t} JOIN w ON tsv @@ w.q "
+            "WHERE "
         ).format(cfg=cfg, t=self.table, norm=sql.Literal(RANK_NORMALIZATION)) + cond + sql.SQL(
             " GROUP BY rid ORDER BY s DESC, rid LIMIT %s")
         rows = self.conn.execute(query, [text, *params, int(k)]).fetchall()
