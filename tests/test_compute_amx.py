@@ -68,6 +68,36 @@ def test_threads_batch_shapes_and_repacking():
 
 
 @needs_amx
+def test_a_row_gets_the_same_bits_in_any_block_and_share():
+    """A call of 48 rows ends in a 16-row block; the 160 rows of a small call are shared between 2 threads in
+    blocks smaller than ROWS_PER_TASK (96 + 64); a lane set to one thread does not share them: every row comes
+    out bit-equal to the same row computed in any other of these ways."""
+    torch.manual_seed(1)
+    m = amx.Bf16x3Linear(nn.Linear(384, 1536))
+    m.act = "gelu"  # the fused GELU runs over each finished block too
+    x = torch.randn(160, 384) * 2
+    threads = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            torch.set_num_threads(2)
+            full = m(x)
+            tail = m(x[16:64])  # 48 rows: a 32-row block, then a 16-row one
+            short = m(x[40:56])  # 16 rows alone
+            amx.set_lane_threads(1)
+            try:
+                lane = m(x[3:51])  # on this thread only, whatever torch's count
+            finally:
+                amx.set_lane_threads(None)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(tail, full[16:64]) and torch.equal(short, full[40:56]) and torch.equal(lane, full[3:51])
+    want = torch.nn.functional.gelu(x.double() @ m.weight.double().t() + m.bias.double())
+    assert _rel(full, want) < 2e-5
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        amx.set_lane_threads(0)
+
+
+@needs_amx
 def test_autograd_falls_back_to_the_fp32_product():
     lin = nn.Linear(64, 32)
     m = amx.Bf16x3Linear(lin)

@@ -56,6 +56,7 @@ INT8_FLAGS = COMMON_FLAGS + ("-mamx-tile", "-mamx-int8")
 INT8_NEEDED_CPU = ("amx_int8", "amx_tile", "avx512bw", "avx512vl")
 ADDNORM_SOURCE = SOURCE.with_name("ek_addnorm.c")
 ROWS_PER_TASK = 256  # rows given to one thread at a time (a multiple of 32, the kernel's row block)
+MIN_ROWS_PER_TASK = 64  # the smallest share worth a thread hand-off (measured: benchmarks/README.md)
 ATTENTION_GROUP_BYTES = 2 << 20  # attention packs as many heads of one text at once as fit this (about L2)
 
 
@@ -227,7 +228,7 @@ class AddLayerNorm(_KernelCall):
         b = ln.bias.detach().data_ptr() if ln.bias is not None else None
         xp, yp, op = x2.data_ptr(), y2.data_ptr(), out.data_ptr()
         run_rows(lambda m0, m1: self.lib.ek_add_layernorm_rows(xp, yp, D, g, b, float(ln.eps), op, m0, min(m1, rows)),
-                 -(-rows // 32) * 32, torch.get_num_threads())
+                 -(-rows // 32) * 32, kernel_threads())
         return out
 
 
@@ -285,7 +286,7 @@ class AmxAttention(_KernelCall):
             scratch = torch.empty(scratch_bytes, dtype=torch.uint8)
             self.lib.ek_attention_rows(qp, kp, vp, sp, kbp, kb_ld, op, H, T, D, sc, h0, h1, group, scratch.data_ptr())
 
-        threads = max(1, min(torch.get_num_threads(), B * H))
+        threads = max(1, min(kernel_threads(), B * H))
         run_rows(heads, B * H, threads, block=-(-(B * H) // threads))
         return out
 
@@ -333,8 +334,28 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def run_rows(fn, rows: int, threads: int, block: int = ROWS_PER_TASK) -> None:
-    """fn(m0, m1) over [0, rows) in blocks of `block` rows, on up to `threads` threads."""
+_lane = threading.local()
+
+
+def kernel_threads() -> int:
+    """Threads one kernel call is split over: torch's intra-op count, or what `set_lane_threads` set for the
+    calling thread (a server lane that runs whole batches of its own beside other lanes)."""
+    return getattr(_lane, "threads", None) or torch.get_num_threads()
+
+
+def set_lane_threads(threads: int | None) -> None:
+    """Split this thread's kernel calls over `threads` threads (None: torch's intra-op count again)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    _lane.threads = threads
+
+
+def run_rows(fn, rows: int, threads: int, block: int | None = None) -> None:
+    """fn(m0, m1) over [0, rows) in blocks of `block` rows, on up to `threads` threads. The default block is
+    ROWS_PER_TASK, or an equal share per thread (a multiple of 32, at least MIN_ROWS_PER_TASK) when the rows are
+    fewer than that per thread, so a small batch (a server's) still uses every thread."""
+    if block is None:
+        block = min(ROWS_PER_TASK, max(MIN_ROWS_PER_TASK, _up(-(-rows // max(threads, 1)), 32)))
     bounds = [(m, min(m + block, rows)) for m in range(0, rows, block)]
     if threads <= 1 or len(bounds) == 1:
         for m0, m1 in bounds:
@@ -394,7 +415,7 @@ class Bf16x3Linear(nn.Linear):
         lib = require()
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float().contiguous()
-        M, Mp = x2.shape[0], _up(max(x2.shape[0], 1), 32)
+        M, Mp = x2.shape[0], _up(max(x2.shape[0], 1), 16)  # the kernel takes 32 rows at a time, the last 16 alone
         split = torch.empty(Mp, 2 * self.k_pad, dtype=torch.int16)
         out = torch.empty(Mp, self.n_pad, dtype=torch.float32)
         bias = self.bias_padded.data_ptr() if self.bias_padded is not None else None
@@ -406,7 +427,7 @@ class Bf16x3Linear(nn.Linear):
             lib.ek_gemm_rows(sp, self.k_pad, wp, self.n_pad, bias, op, self.n_pad, m0, m1, gelu,
                              self.out_features)
 
-        run_rows(rows, Mp, torch.get_num_threads())
+        run_rows(rows, Mp, kernel_threads())
         y = out[:M] if self.n_pad == self.out_features else out[:M, :self.out_features]
         return y.reshape(*lead, self.out_features).to(x.dtype)
 

@@ -109,7 +109,7 @@ class Int8Linear(nn.Module):
         self._amx = (k_pad, n_pad, packed, wscale, bias)  # (the library is looked up per call: copies stay copyable)
 
     def _forward_amx(self, x2: torch.Tensor) -> torch.Tensor:
-        from encoderkit.compute.amx import load_int8, run_rows
+        from encoderkit.compute.amx import kernel_threads, load_int8, run_rows
 
         lib = load_int8()[0]
         k_pad, n_pad, packed, wscale, bias = self._amx
@@ -129,7 +129,7 @@ class Int8Linear(nn.Module):
             lib.ek_i8_quantize_rows(xp, M, K, K, qp, sp, k_pad, m0, m1)
             lib.ek_i8_gemm_rows(qp, sp, k_pad, wp, ws, N, n_pad, bp, op, N, panel.data_ptr(), m0, m1, gelu)
 
-        run_rows(rows, Mp, torch.get_num_threads())
+        run_rows(rows, Mp, kernel_threads())
         return out[:M]
 
     def extra_repr(self) -> str:
@@ -149,7 +149,7 @@ class Int8FeedForward(nn.Module):
         fc1, fc2 = self.fc1, self.fc2
         if x.device.type != "cpu" or fc1._amx is None or fc2._amx is None or (self.training and self.drop.p > 0):
             return fc2(self.drop(fc1(x)))  # fc1 applies the GELU itself (act "gelu")
-        from encoderkit.compute.amx import load_int8, run_rows
+        from encoderkit.compute.amx import kernel_threads, load_int8, run_rows
 
         lib = load_int8()[0]
         kp1, fp, w1, ws1, b1 = fc1._amx
@@ -169,7 +169,7 @@ class Int8FeedForward(nn.Module):
                                w2.data_ptr(), ws2.data_ptr(), ptr(b2), N, kp2, np_, out.data_ptr(), N,
                                q1.data_ptr(), p1.data_ptr(), h.data_ptr(), q2.data_ptr(), p2.data_ptr(), m0, m1)
 
-        run_rows(rows, Mp, torch.get_num_threads())
+        run_rows(rows, Mp, kernel_threads())
         return out[:M].reshape(*lead, N)
 
 

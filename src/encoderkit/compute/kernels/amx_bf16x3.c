@@ -131,18 +131,55 @@ static inline void gemm_block(const uint16_t *a0, int64_t Kp, const uint16_t *wb
     _tile_stored(3, yp + 16 * ldy + 16, ldc);
 }
 
-/* y[m0:m1, :Np] = split(x)[m0:m1] . W^T (+ bias), m0 and m1 multiples of 32. bias: Np fp32 or NULL. gelu: apply
-   the exact GELU to each finished block of rows (while it is still in cache), over its first n_act columns. */
+/* The same for a 16 x 32 block (the last 16 rows of a call whose row count is an odd multiple of 16): two
+   accumulators, so a small batch does not pay for 16 rows of padding. */
+static inline void gemm_block16(const uint16_t *a0, int64_t Kp, const uint16_t *wb, int64_t KC, const float *bias,
+                                float *yp, int64_t ldy) {
+    const int64_t lda = 2 * Kp * 2, ldc = ldy * 4;
+    if (bias) {
+        _tile_loadd(0, bias, 0);
+        _tile_loadd(1, bias + 16, 0);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+    }
+    for (int64_t kc = 0; kc < KC; kc++) {
+        const uint16_t *bt = wb + kc * 4 * 512;
+        /* the products in gemm_block's order, so a row's result does not depend on the block it falls in */
+        _tile_loadd(4, a0 + kc * 32, lda); /* x_hi */
+        _tile_loadd(6, bt, 64);            /* w_hi */
+        _tile_loadd(7, bt + 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(2, bt + 1024, 64); /* w_lo (tiles 2 and 3 are free here) */
+        _tile_loadd(3, bt + 1536, 64);
+        _tile_dpbf16ps(0, 4, 2);
+        _tile_dpbf16ps(1, 4, 3);
+        _tile_loadd(5, a0 + Kp + kc * 32, lda); /* x_lo */
+        _tile_dpbf16ps(0, 5, 6);
+        _tile_dpbf16ps(1, 5, 7);
+    }
+    _tile_stored(0, yp, ldc);
+    _tile_stored(1, yp + 16, ldc);
+}
+
+/* y[m0:m1, :Np] = split(x)[m0:m1] . W^T (+ bias), m0 a multiple of 32 and m1 of 16. bias: Np fp32 or NULL. gelu:
+   apply the exact GELU to each finished block of rows (while it is still in cache), over its first n_act columns. */
 void ek_gemm_rows(const uint16_t *x, int64_t Kp, const uint16_t *wp, int64_t Np, const float *bias, float *y,
                   int64_t ldy, int64_t m0, int64_t m1, int gelu, int64_t n_act) {
     ek_config_tiles();
     const int64_t KC = Kp / 32, NB = Np / 32;
     for (int64_t b0 = m0; b0 < m1; b0 += MBLK) {
         int64_t b1 = b0 + MBLK < m1 ? b0 + MBLK : m1;
-        for (int64_t nb = 0; nb < NB; nb++)
-            for (int64_t m = b0; m < b1; m += 32)
+        for (int64_t nb = 0; nb < NB; nb++) {
+            int64_t m = b0;
+            for (; m + 32 <= b1; m += 32)
                 gemm_block(x + m * 2 * Kp, Kp, wp + nb * KC * 4 * 512, KC, bias ? bias + nb * 32 : NULL,
                            y + m * ldy + nb * 32, ldy);
+            if (m < b1)
+                gemm_block16(x + m * 2 * Kp, Kp, wp + nb * KC * 4 * 512, KC, bias ? bias + nb * 32 : NULL,
+                             y + m * ldy + nb * 32, ldy);
+        }
         if (gelu) ek_gelu_rows(y, ldy, n_act, b0, b1);
     }
     _tile_release();
