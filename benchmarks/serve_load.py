@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             n = srv.metric("encoderkit_batch_requests_count") - n0
             r["mean_requests_per_batch"] = (srv.metric("encoderkit_batch_requests_sum") - s0) / n if n else None
             r["single"] = single_latency(srv.url, args.model, args.single_requests)
-            r["engine"] = httpx.get(srv.url + "/info").json().get("compute_engine")
+            info = httpx.get(srv.url + "/info").json()
+            r["engine"] = f"{info.get('compute_engine')}; {info.get('compute_lanes')}"
             out["engines"][f"encoderkit {compute}"] = r
             if compute == computes[0]:  # the batching comparison below is made on this engine
                 out["batched"], out["single"] = r, r["single"]

@@ -68,7 +68,7 @@ def test_batcher_token_budget_queue_limit_and_errors():
         return await asyncio.gather(bad.submit([1], 1), bad.submit([2], 1), return_exceptions=True)
 
     assert all(isinstance(r, RuntimeError) for r in asyncio.run(fail()))
-    assert bad._thread.is_alive()  # the worker survives a failing batch
+    assert bad._threads[0].is_alive()  # the worker survives a failing batch
     bad.close()
     b.close()
 

@@ -37,10 +37,12 @@ def test_served_vectors_follow_compute_and_match_torch(folder, compute):
     from encoderkit.serve.testing import LiveServer
 
     want = encoderkit.load(folder).encode(TEXTS)  # torch fp32
-    cfg = ServeConfig(models=[folder], compute=compute)
+    # bf16x3 with 2 lanes: on the AMX kernels, the automatic kind is processes holding a copy of the model each
+    cfg = ServeConfig(models=[folder], compute=compute, lanes=2 if compute == "bf16x3" else None)
     with LiveServer(create_app(cfg)) as srv:
         info = httpx.get(srv.url + "/info").json()
         assert info["compute"] == compute
+        assert info["compute_lanes"] == ("2 process lanes" if compute == "bf16x3" else "1 thread lane")
         assert info["compute_engine"].startswith({"onnx": "onnxruntime", "openvino": "openvino"}.get(compute, "torch"))
         assert ("AMX" in info["compute_engine"]) == (compute == "bf16x3")
         got = {"tei": np.array(httpx.post(srv.url + "/embed", json={"inputs": TEXTS, "normalize": False}).json()),

@@ -35,6 +35,12 @@ def register(sub) -> None:
                    help="OpenAI/TEI: cut over-long inputs instead of refusing them (Ollama truncates by default)")
     p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all allowed CPUs)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="batches each model runs side by side, the threads shared among them (default: one per "
+                        "thread for models on encoderkit's AMX kernels, where that measured faster; else 1)")
+    p.add_argument("--lane-kind", choices=["auto", "thread", "process"], default="auto",
+                   help="lanes as threads of the server or as processes holding a copy of the model each (default "
+                        "auto: processes for several lanes of an AMX-kernel model, else threads)")
     p.add_argument("--compute", choices=["auto", "fp32", "bf16x3", "onnx", "openvino", "bf16", "int8"], default="auto",
                    help="how models compute: auto (default: the fastest exact path: bf16x3 on AMX-BF16 CPUs, else "
                         "OpenVINO, then ONNX Runtime, else torch fp32), fp32 (torch), bf16x3, onnx, openvino (exact), "
@@ -76,8 +82,8 @@ def run_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    for flag in ("max_batch_tokens", "max_queue", "max_inputs", "port", "max_models"):
-        if getattr(args, flag) < 1:
+    for flag in ("max_batch_tokens", "max_queue", "max_inputs", "port", "max_models", "lanes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
     store = args.store
     if store is None:  # the same place `encoderkit index` puts collections
@@ -89,7 +95,8 @@ def run_serve(args) -> int:
                       insecure=args.insecure, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                       max_queue=args.max_queue, batching=not args.no_batching, max_inputs=args.max_inputs,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024), auto_truncate=args.auto_truncate,
-                      graceful_timeout=args.graceful_timeout, compute=args.compute)
+                      graceful_timeout=args.graceful_timeout, compute=args.compute, lanes=args.lanes,
+                      lane_kind=args.lane_kind)
     check_bind(cfg)  # before loading models: fail fast
     logging.getLogger("encoderkit").setLevel(getattr(logging, args.log_level.upper()))
     run(cfg, log_level=args.log_level)

@@ -111,6 +111,15 @@ def uses_amx_kernels(enc: Any) -> bool:
                for m in model.modules())
 
 
+def batch_lanes(model: Any) -> int:
+    """How many batches a server runs side by side for `model` (an Encoder or CrossEncoder): one per torch thread
+    when its layers run in encoderkit's AMX kernels, each lane's kernels on one thread. A server's batches are
+    small, and splitting each kernel call over threads that also serve HTTP stalls every call on its slowest
+    share (benchmarks/README.md: serve_load, lanes); otherwise 1."""
+    threads = torch.get_num_threads()
+    return threads if threads > 1 and uses_amx_kernels(model) else 1
+
+
 def _chunks(enc: Any, inputs: list, batch_size: int, workers: int) -> list[np.ndarray]:
     """Input indices in chunks of whole batches, longest first (characters as the length for text)."""
     if all(isinstance(t, str) for t in inputs):

@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests for one model are queued, coalesced into batches bounded by a
-token budget and a short wait, run in one worker thread (the event loop never runs a forward pass) and
-split back to their callers."""
+token budget and a short wait, run in worker threads (the event loop never runs a forward pass) and split
+back to their callers. One worker ("lane") by default; several lanes each take the next batch while the others
+compute, for engines whose single-threaded batches run side by side better than one batch split over threads."""
 from __future__ import annotations
 
 import asyncio
@@ -61,13 +62,16 @@ class Batcher:
     max_batch_tokens bounds the summed cost of a batch (a single larger request runs alone; run_batch
     splits it), max_wait_ms is how long the worker waits for more requests once one arrived (only while traffic
     is concurrent: after a batch that held a single request, a lone request runs at once), max_queue
-    bounds queued inputs (beyond it `submit` raises QueueFull), batching=False runs one request at a time."""
+    bounds queued inputs (beyond it `submit` raises QueueFull), batching=False runs one request at a time.
+    lanes: worker threads taking batches from the one queue; each first calls lane_init() (e.g. to run its
+    compute on one thread)."""
 
     def __init__(self, name: str, run_batch: Callable[[list], Sequence[Any]], *, max_batch_tokens: int = 16384,
                  max_wait_ms: float = 2.0, max_queue: int = 4096, batching: bool = True,
-                 on_batch: Callable[[BatchStats], None] | None = None):
-        if max_batch_tokens < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_tokens and max_queue must be >= 1 and max_wait_ms >= 0")
+                 on_batch: Callable[[BatchStats], None] | None = None, lanes: int = 1,
+                 lane_init: Callable[[], None] | None = None):
+        if max_batch_tokens < 1 or max_queue < 1 or max_wait_ms < 0 or lanes < 1:
+            raise ValueError("max_batch_tokens, max_queue and lanes must be >= 1 and max_wait_ms >= 0")
         self.name, self.run_batch = name, run_batch
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000.0
         self.max_queue, self.batching, self.on_batch = max_queue, batching, on_batch
@@ -78,9 +82,12 @@ class Batcher:
         self._busy_since: float | None = None
         self._ewma_batch_seconds = 0.05
         self._last_jobs = 0  # requests in the previous batch: > 1 means concurrent traffic, worth waiting for
-        self._running: list[_Job] = []  # the jobs of the batch being run
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._running: dict[int, list[_Job]] = {}  # lane thread id -> the jobs of the batch it runs
+        self.lanes, self._lane_init = lanes, lane_init
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}" + (f"-{i}" if lanes > 1 else ""),
+                                          daemon=True) for i in range(lanes)]
+        for t in self._threads:
+            t.start()
 
     # ------------------------------------------------------------------ caller side
     @property
@@ -107,9 +114,9 @@ class Batcher:
         return await fut
 
     def wanted(self) -> bool:
-        """Whether any caller still waits for the running batch (a long run_batch checks this between its
-        micro-batches, so work cancelled by shutdown stops within one of them)."""
-        return any(not j.future.done() for j in self._running)
+        """Whether any caller still waits for the batch the calling lane runs (a long run_batch checks this
+        between its micro-batches, so work cancelled by shutdown stops within one of them)."""
+        return any(not j.future.done() for j in self._running.get(threading.get_ident(), ()))
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish queued work that a caller still waits for, then stop the worker. Work nobody waits for (callers
@@ -118,12 +125,13 @@ class Batcher:
             self._closed = True
             self._cv.notify_all()
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline:
+        while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
             with self._cv:
-                waited_for = self.wanted() or any(not j.future.done() for j in self._queue)
+                waited_for = any(not j.future.done() for jobs in list(self._running.values()) for j in jobs) \
+                    or any(not j.future.done() for j in self._queue)
             if not waited_for:
                 break
-            self._thread.join(0.05)
+            next(t for t in self._threads if t.is_alive()).join(0.05)
 
     # ------------------------------------------------------------------ worker side
     def _take(self) -> list[_Job] | None:
@@ -156,7 +164,14 @@ class Batcher:
             return jobs
 
     def _work(self) -> None:
+        if self._lane_init is not None:
+            try:
+                self._lane_init()
+            except Exception:  # a lane that cannot set itself up still serves, as set up by default
+                log.exception("lane set-up failed on model %s", self.name)
+        me = threading.get_ident()
         while True:
+            self._running.pop(me, None)
             jobs = self._take()
             if jobs is None:
                 return
@@ -165,7 +180,7 @@ class Batcher:
                 continue
             items = [it for j in jobs for it in j.items]
             t0 = time.perf_counter()
-            self._running = jobs
+            self._running[me] = jobs
             try:
                 results = list(self.run_batch(items))
                 if len(results) != len(items):

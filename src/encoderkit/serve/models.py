@@ -3,6 +3,7 @@ right, or an error naming the limit), a batched forward pass and a dynamic batch
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -10,7 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from encoderkit.long_text import encode_bounded
-from encoderkit.serve.batcher import Abandoned, Batcher, BatchStats
+from encoderkit.serve.batcher import Batcher, BatchStats
+from encoderkit.serve.lanes import forward_batch, start_process_lanes
 from encoderkit.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,41 @@ class Limits:
     max_wait_ms: float = 2.0
     max_queue: int = 2048
     batching: bool = True
+    lanes: int | None = None  # batches a model runs side by side; None: compute.workers.batch_lanes decides
+    lane_kind: str = "auto"  # "thread", "process" (a copy of the model per lane) or "auto" (see lane_plan)
+
+
+LANE_KINDS = ("auto", "thread", "process")
+
+
+def lane_plan(limits: Limits, model: Any) -> tuple[int, str, int]:
+    """(lanes, kind, threads per lane) for a model's batcher. The count is the configured one, else
+    batch_lanes' choice; kind "auto" is "process" for several lanes of an AMX-kernel model (their Python steps
+    then share no interpreter lock with HTTP handling; measured in benchmarks/README.md) and "thread" otherwise."""
+    import torch
+
+    from encoderkit.compute.workers import batch_lanes, uses_amx_kernels
+
+    if limits.lane_kind not in LANE_KINDS:
+        raise ValueError(f"lane kind must be one of {', '.join(LANE_KINDS)}, got {limits.lane_kind!r}")
+    if not limits.batching:
+        return 1, "thread", torch.get_num_threads()
+    lanes = limits.lanes or batch_lanes(model)
+    kind = limits.lane_kind
+    if kind == "auto":
+        kind = "process" if lanes > 1 and uses_amx_kernels(model) else "thread"
+    return lanes, kind, max(1, torch.get_num_threads() // lanes)
+
+
+def _thread_lanes(limits: Limits, model: Any) -> tuple[int, Any]:
+    """(lanes, lane_init) for a batcher whose lanes are threads of this process; several lanes each split
+    their AMX kernel calls over their share of the threads."""
+    lanes, _, per_lane = lane_plan(limits, model)
+    if lanes == 1:
+        return 1, None
+    from encoderkit.compute.amx import set_lane_threads
+
+    return lanes, lambda: set_lane_threads(per_lane)
 
 
 def name_key(name: str) -> str:
@@ -91,10 +128,27 @@ class EmbeddingModel:
         self.head, self.tail = list(probe.ids[:first]), list(probe.ids[last:])
         self.vocab_size = int(tok.get_vocab_size())
         self.metrics = metrics
+        self._max_batch_tokens = limits.max_batch_tokens
+        lanes, kind, per_lane = lane_plan(limits, encoder)
+        self._lane = threading.local()
+        self.processes = start_process_lanes(encoder, given_name, limits.max_batch_tokens, lanes, per_lane) \
+            if kind == "process" else []
+        self.lane_kind = kind
+        free = list(self.processes)
+
+        def lane_init() -> None:  # each lane thread takes a process of its own
+            with self._lanes_lock:
+                self._lane.process = free.pop() if free else None
+            if self._lane.process is None and lanes > 1:
+                from encoderkit.compute.amx import set_lane_threads
+
+                set_lane_threads(per_lane)
+
+        self._lanes_lock = threading.Lock()
         self.batcher = Batcher(given_name, self._run_batch, max_batch_tokens=limits.max_batch_tokens,
                                max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
-                               batching=limits.batching, on_batch=self._on_batch)
-        self._max_batch_tokens = limits.max_batch_tokens
+                               batching=limits.batching, on_batch=self._on_batch, lanes=lanes,
+                               lane_init=lane_init if lanes > 1 or self.processes else None)
         if metrics is not None:
             metrics.queue_depth[given_name] = lambda: self.batcher.queue_depth
 
@@ -172,34 +226,12 @@ class EmbeddingModel:
 
     # ------------------------------------------------------------------ forward (worker thread)
     def _run_batch(self, seqs: list[list[int]]) -> list[np.ndarray]:
-        """Pooled (projected, unnormalized) vectors for token-id sequences, longest first in padded
-        micro-batches of at most max_batch_tokens tokens."""
-        import torch
-
-        enc = self.encoder
-        order = np.argsort([-len(s) for s in seqs], kind="stable")
-        out: list[np.ndarray | None] = [None] * len(seqs)
-        pos = 0
-        with torch.inference_mode():
-            while pos < len(order):
-                if pos and not self.batcher.wanted():  # cancelled by shutdown: stop within one micro-batch
-                    raise Abandoned()
-                T = max(1, len(seqs[order[pos]]))
-                size = max(1, self._max_batch_tokens // T)
-                idx = order[pos: pos + size]
-                pos += len(idx)
-                ids = np.full((len(idx), T), enc.pad_id, dtype=np.int64)
-                mask = np.zeros((len(idx), T), dtype=np.int64)
-                for r, i in enumerate(idx):
-                    ids[r, : len(seqs[i])], mask[r, : len(seqs[i])] = seqs[i], 1
-                m = torch.from_numpy(mask).to(enc.device)
-                hidden = enc._forward({"input_ids": torch.from_numpy(ids).to(enc.device), "attention_mask": m,
-                                       "token_type_ids": torch.zeros_like(m)})  # (B, T, H), torch or exported engine
-                skip = [getattr(seqs[i], "prompt_length", 0) for i in idx]
-                v = enc.pool_hidden(hidden, m, torch.tensor(skip) if any(skip) else None).cpu().numpy()  # (B, D)
-                for r, i in enumerate(idx):
-                    out[i] = v[r].copy()
-        return out  # type: ignore[return-value]
+        """Pooled (projected, unnormalized) vectors for token-id sequences: in this lane's process when the
+        model has process lanes, else here (forward_batch)."""
+        lane = getattr(self._lane, "process", None)
+        if lane is not None:
+            return lane.run(seqs)
+        return forward_batch(self.encoder, seqs, self._max_batch_tokens, self.batcher.wanted)
 
     async def embed(self, seqs: list[list[int]], *, normalize: bool | None = None,
                     dimensions: int | None = None) -> np.ndarray:
@@ -218,6 +250,8 @@ class EmbeddingModel:
 
     def close(self) -> None:
         self.batcher.close()
+        for lane in self.processes:
+            lane.close()
 
 
 class RerankModel:
@@ -227,9 +261,10 @@ class RerankModel:
         self.name, self.ce, self.metrics = given_name, cross_encoder, metrics
         self.aliases = [given_name]
         self.max_length = int(cross_encoder.max_length)
+        lanes, lane_init = _thread_lanes(limits, cross_encoder)
         self.batcher = Batcher(f"rerank:{given_name}", self._run_batch, max_batch_tokens=limits.max_batch_tokens,
                                max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
-                               batching=limits.batching, on_batch=self._on_batch)
+                               batching=limits.batching, on_batch=self._on_batch, lanes=lanes, lane_init=lane_init)
         if metrics is not None:
             metrics.queue_depth[f"rerank:{given_name}"] = lambda: self.batcher.queue_depth
 

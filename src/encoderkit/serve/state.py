@@ -42,11 +42,14 @@ class ServeConfig:
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
     switch_interval: float = 0.0005  # sys.setswitchinterval for `run` (see app.run)
     max_models: int = 2  # models loaded on first use for collections (beyond the preloaded ones), least recent evicted
+    lanes: int | None = None  # batches each model runs side by side (None: one per thread for AMX-kernel models)
+    lane_kind: str = "auto"  # lanes as threads or processes (see serve.models.lane_plan)
     compute: str = "fp32"  # Encoder compute mode (`encoderkit serve` defaults to "auto": the fastest exact engine)
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.max_batch_tokens, self.max_wait_ms, self.max_queue, self.batching)
+        return Limits(self.max_batch_tokens, self.max_wait_ms, self.max_queue, self.batching, self.lanes,
+                      self.lane_kind)
 
 
 class ServerState:
@@ -120,8 +123,9 @@ class CollectionModels:
             m.close()
 
 
-def server_state(request: Request) -> ServerState:
-    """FastAPI dependency: the shared ServerState."""
+async def server_state(request: Request) -> ServerState:
+    """FastAPI dependency: the shared ServerState (async: FastAPI runs a plain-def dependency in a worker thread,
+    a thread hop per request)."""
     return request.app.state.server
 
 

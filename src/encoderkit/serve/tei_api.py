@@ -70,6 +70,7 @@ class Info(BaseModel):
     rerank_models: list[str] = []
     compute: str | None = None  # encoderkit: the default model's compute mode (fp32, onnx, openvino, ...)
     compute_engine: str | None = None  # encoderkit: what runs its forward passes (torch, onnxruntime, openvino)
+    compute_lanes: str | None = None  # encoderkit: how many batches of the default model run at once, and how
 
 
 def _truncate(state: ServerState, value: bool | None) -> bool:
@@ -154,7 +155,14 @@ async def info(state: ServerState = Depends(server_state)) -> dict:
             "tokenization_workers": 1, "version": encoderkit.__version__,
             "models": [e.name for e in state.registry.embedders],
             "rerank_models": [e.name for e in state.registry.rerankers],
-            "compute": engine.get("compute"), "compute_engine": engine.get("compute_engine")}
+            "compute": engine.get("compute"), "compute_engine": engine.get("compute_engine"),
+            "compute_lanes": _lanes_text(m) if m is not None else None}
+
+
+def _lanes_text(m) -> str:
+    """How the default model's batches run: "1 thread lane", "2 process lanes", ..."""
+    n = m.batcher.lanes
+    return f"{n} {m.lane_kind} lane{'s' if n != 1 else ''}"
 
 
 @router.get("/health", response_class=Response, summary="Health (TEI): 200 when models are loaded",

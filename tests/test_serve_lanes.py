@@ -1,0 +1,175 @@
+"""Compute lanes of a served model (issue 19): several batches of one model run side by side, as threads of the
+server or as processes holding a copy of the model; process lanes give the vectors of the model in the server,
+a lane that dies is started again, a batch that fails in a lane names the cause, and the automatic choice
+follows the model's engine."""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+import encoderkit  # noqa: E402
+from encoderkit.compute import amx  # noqa: E402
+from encoderkit.serve.batcher import Batcher  # noqa: E402
+from encoderkit.serve.lanes import LaneError, ProcessLane, start_process_lanes  # noqa: E402
+from encoderkit.serve.models import EmbeddingModel, Limits, lane_plan  # noqa: E402
+from tiny_checkpoints import TINY_VOCAB, sentences, tiny_family_folder  # noqa: E402
+
+TEXTS = sentences(24, TINY_VOCAB, seed=11, min_len=1, max_len=40)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return str(tiny_family_folder("bert", tmp_path_factory.mktemp("lanes")))
+
+
+# ------------------------------------------------------------------ the batcher's lanes
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_two_lanes_run_two_batches_at_once(lanes):
+    """Each batch holds one request (a budget of one token) and waits at a barrier for a second batch: only two
+    lanes get both through; each lane ran lane_init in its own thread, and wanted() sees the lane's own batch."""
+    barrier = threading.Barrier(2, timeout=3)
+    inits, wanted = [], []
+
+    def run(items):
+        wanted.append(b.wanted())
+        barrier.wait()
+        return [x * 2 for x in items]
+
+    b = Batcher("t", run, max_batch_tokens=1, max_wait_ms=0, lanes=lanes,
+                lane_init=lambda: inits.append(threading.current_thread().name))
+
+    async def main():
+        return await asyncio.gather(b.submit([1], cost=1), b.submit([2], cost=1), return_exceptions=True)
+
+    out = asyncio.run(main())
+    b.close(timeout=5)
+    if lanes == 2:
+        assert out == [[2], [4]] and wanted == [True, True]
+        assert sorted(inits) == ["batcher-t-0", "batcher-t-1"]
+    else:  # one lane: the first batch waits alone at the barrier, which breaks
+        assert isinstance(out[0], threading.BrokenBarrierError)
+        assert inits == ["batcher-t"]
+
+
+def test_batcher_refuses_zero_lanes():
+    with pytest.raises(ValueError, match="lanes must be >= 1"):
+        Batcher("t", lambda items: items, lanes=0)
+
+
+def test_serve_flags_for_lanes_are_checked(capsys):
+    from encoderkit.cli import main
+
+    assert main(["serve", "--lanes", "0"]) != 0
+    assert "--lanes must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--lane-kind", "fork"])
+    assert "invalid choice: 'fork'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the automatic choice
+def test_lane_plan_follows_the_engine(folder, monkeypatch):
+    import torch
+
+    fp32 = encoderkit.load(folder)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert lane_plan(Limits(), fp32) == (1, "thread", 2)  # torch's own threads split one batch
+    assert lane_plan(Limits(lanes=2), fp32) == (2, "thread", 1)
+    assert lane_plan(Limits(lanes=2, lane_kind="process"), fp32) == (2, "process", 1)
+    assert lane_plan(Limits(batching=False, lanes=2), fp32) == (1, "thread", 2)
+    with pytest.raises(ValueError, match="lane kind must be one of auto, thread, process, got 'fork'"):
+        lane_plan(Limits(lane_kind="fork"), fp32)
+    if amx.available():
+        fast = encoderkit.load(folder, compute="bf16x3")
+        assert lane_plan(Limits(), fast) == (2, "process", 1)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+        assert lane_plan(Limits(), fast) == (1, "thread", 1)
+
+
+# ------------------------------------------------------------------ process lanes
+def _embed(model: EmbeddingModel, texts: list[str], per_request: int = 3) -> np.ndarray:
+    async def main():
+        parts = [model.embed(model.prepare_texts(texts[i:i + per_request]))
+                 for i in range(0, len(texts), per_request)]
+        return np.concatenate(await asyncio.gather(*parts))
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("compute", ["fp32", "bf16x3"])
+def test_process_lanes_give_the_vectors_of_the_model_in_the_server(folder, compute):
+    if compute == "bf16x3" and not amx.available():
+        pytest.skip(f"bf16x3 cannot run here: {amx.unavailable_reason()}")
+    enc = encoderkit.load(folder, compute=compute)
+    here = EmbeddingModel("tiny", enc, Limits(max_wait_ms=1))
+    there = EmbeddingModel("tiny", enc, Limits(max_wait_ms=1, lanes=2, lane_kind="process"))
+    try:
+        assert len(there.processes) == 2 and there.lane_kind == "process"
+        pids = {lane._proc.pid for lane in there.processes}
+        assert os.getpid() not in pids and len(pids) == 2
+        want, got = _embed(here, TEXTS), _embed(there, TEXTS)
+        # the same code on the same weights; a batch's padding may differ, which moves the last bits only
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(got, enc.encode(TEXTS), rtol=0, atol=2e-6)
+    finally:
+        here.close()
+        there.close()
+    assert all(lane._proc is None for lane in there.processes)
+
+
+def test_a_dead_lane_is_started_again_and_a_failed_batch_names_the_cause(folder):
+    enc = encoderkit.load(folder)
+    lane = ProcessLane(enc, "tiny", max_batch_tokens=4096)
+    try:
+        lane.start()
+        first = lane._proc.pid
+        ids = [[2, 5, 7, 3], [2, 9, 3]]
+        want = lane.run(ids)
+        lane._proc.kill()  # between batches: the next batch starts it again
+        lane._proc.join(10)
+        again = lane.run(ids)
+        assert lane.starts == 2 and lane._proc.pid != first
+        assert np.array_equal(np.stack(again), np.stack(want))
+        with pytest.raises(LaneError, match=r"batch failed in the compute lane for model tiny: IndexError"):
+            lane.run([[2, 10 ** 6, 3]])  # a token id past the vocabulary
+        assert np.array_equal(np.stack(lane.run(ids)), np.stack(want))  # the lane still serves
+    finally:
+        lane.close()
+
+
+def test_a_lane_that_dies_during_a_batch_fails_that_batch_only(folder, monkeypatch):
+    enc = encoderkit.load(folder)
+    lane = ProcessLane(enc, "tiny", max_batch_tokens=4096)
+    try:
+        lane.start()
+        victim = lane._proc
+        threading.Timer(0.3, victim.kill).start()
+        with pytest.raises(LaneError, match="died during a batch .*started again for the next one"):
+            lane.run([[2] + [5] * 60 + [3]] * 4000)  # long enough to be running when it is killed
+        assert np.stack(lane.run([[2, 5, 3]])).shape == (1, enc.dim)
+        assert lane.starts == 2
+    finally:
+        lane.close()
+
+
+def test_a_model_that_cannot_be_copied_says_so():
+    class Unpicklable:
+        def __reduce__(self):
+            raise TypeError("cannot pickle 'onnxruntime.InferenceSession' object")
+
+    with pytest.raises(LaneError, match=r"model x cannot be copied into lane processes \(TypeError: cannot pickle "
+                                        r"'onnxruntime.InferenceSession' object\); use thread lanes"):
+        start_process_lanes(Unpicklable(), "x", 64, lanes=2, threads=1)
+
+
+def test_a_lane_that_cannot_load_the_model_says_so():
+    lane = ProcessLane(None, "broken", max_batch_tokens=64, payload=b"not a pickle")
+    t0 = time.monotonic()
+    with pytest.raises(LaneError, match="the compute lane for model broken could not load the model: UnpicklingError"):
+        lane.start()
+    assert time.monotonic() - t0 < 120
