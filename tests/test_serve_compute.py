@@ -38,7 +38,7 @@ def test_served_vectors_follow_compute_and_match_torch(folder, compute):
 
     want = encoderkit.load(folder).encode(TEXTS)  # torch fp32
     # bf16x3 with 2 lanes: on the AMX kernels, the automatic kind is processes holding a copy of the model each
-    cfg = ServeConfig(models=[folder], compute=compute, lanes=2 if compute == "bf16x3" else None)
+    cfg = ServeConfig(models=[folder], compute=compute, lanes=2 if compute == "bf16x3" else 1)
     with LiveServer(create_app(cfg)) as srv:
         info = httpx.get(srv.url + "/info").json()
         assert info["compute"] == compute

@@ -77,19 +77,49 @@ def test_serve_flags_for_lanes_are_checked(capsys):
 def test_lane_plan_follows_the_engine(folder, monkeypatch):
     import torch
 
+    from encoderkit.compute import workers
+
     fp32 = encoderkit.load(folder)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert lane_plan(Limits(), fp32) == (1, "thread", 2)  # torch's own threads split one batch
-    assert lane_plan(Limits(lanes=2), fp32) == (2, "thread", 1)
-    assert lane_plan(Limits(lanes=2, lane_kind="process"), fp32) == (2, "process", 1)
+    assert lane_plan(Limits(), fp32) == (2, "process", 1)  # a process per thread
+    assert lane_plan(Limits(lanes=2, lane_kind="thread"), fp32) == (2, "thread", 1)
     assert lane_plan(Limits(batching=False, lanes=2), fp32) == (1, "thread", 2)
     with pytest.raises(ValueError, match="lane kind must be one of auto, thread, process, got 'fork'"):
         lane_plan(Limits(lane_kind="fork"), fp32)
-    if amx.available():
-        fast = encoderkit.load(folder, compute="bf16x3")
-        assert lane_plan(Limits(), fast) == (2, "process", 1)
-        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-        assert lane_plan(Limits(), fast) == (1, "thread", 1)
+    # three copies must fit in half the RAM, else one lane whose batch torch splits over both threads
+    size = workers.model_bytes(fp32)
+    assert size == sum(p.numel() * 4 for p in fp32.model.parameters()) + sum(
+        b.numel() * b.element_size() for b in fp32.model.buffers())
+    monkeypatch.setattr(workers, "physical_memory", lambda: 6 * size - 1)
+    assert lane_plan(Limits(), fp32) == (1, "thread", 2)
+    assert lane_plan(Limits(lanes=2), fp32) == (2, "thread", 1)  # a count given is kept
+    if amx.available():  # AMX-kernel lanes measured faster than one lane as threads too
+        assert lane_plan(Limits(), encoderkit.load(folder, compute="bf16x3")) == (2, "thread", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(workers, "physical_memory", lambda: 1 << 40)
+    assert lane_plan(Limits(), fp32) == (1, "thread", 1)
+
+
+def test_a_model_that_cannot_be_copied_runs_in_the_server_unless_processes_were_asked_for(folder, monkeypatch,
+                                                                                            caplog):
+    import torch
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise TypeError("cannot pickle this")
+
+    enc = encoderkit.load(folder)
+    enc.session = Unpicklable()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    m = EmbeddingModel("tiny", enc, Limits())
+    try:
+        assert m.processes == [] and m.lane_kind == "thread" and m.batcher.lanes == 1
+        assert "model tiny cannot be copied into lane processes (TypeError: cannot pickle this)" in caplog.text
+        assert _embed(m, TEXTS[:4]).shape == (4, enc.dim)
+    finally:
+        m.close()
+    with pytest.raises(LaneError, match="model tiny cannot be copied into lane processes"):
+        EmbeddingModel("tiny", enc, Limits(lanes=2, lane_kind="process"))
 
 
 # ------------------------------------------------------------------ process lanes

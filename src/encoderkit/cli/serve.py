@@ -37,10 +37,10 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all allowed CPUs)")
     p.add_argument("--lanes", type=int, default=None,
                    help="batches each model runs side by side, the threads shared among them (default: one per "
-                        "thread for models on encoderkit's AMX kernels, where that measured faster; else 1)")
+                        "thread for models torch runs on the CPU, 1 for exported engines)")
     p.add_argument("--lane-kind", choices=["auto", "thread", "process"], default="auto",
                    help="lanes as threads of the server or as processes holding a copy of the model each (default "
-                        "auto: processes for several lanes of an AMX-kernel model, else threads)")
+                        "auto: processes when the copies fit in half the RAM, else one thread lane)")
     p.add_argument("--compute", choices=["auto", "fp32", "bf16x3", "onnx", "openvino", "bf16", "int8"], default="auto",
                    help="how models compute: auto (default: the fastest exact path: bf16x3 on AMX-BF16 CPUs, else "
                         "OpenVINO, then ONNX Runtime, else torch fp32), fp32 (torch), bf16x3, onnx, openvino (exact), "

@@ -113,11 +113,41 @@ def uses_amx_kernels(enc: Any) -> bool:
 
 def batch_lanes(model: Any) -> int:
     """How many batches a server runs side by side for `model` (an Encoder or CrossEncoder): one per torch thread
-    when its layers run in encoderkit's AMX kernels, each lane's kernels on one thread. A server's batches are
-    small, and splitting each kernel call over threads that also serve HTTP stalls every call on its slowest
-    share (benchmarks/README.md: serve_load, lanes); otherwise 1."""
+    for a model torch runs on the CPU (each lane's batch on one thread), else 1 (an exported engine splits one
+    batch over its own threads: two ONNX Runtime lanes measured slower than one). A server's batches are small,
+    and splitting each over threads that also serve HTTP stalls it on its slowest share (benchmarks/README.md:
+    serve_load, lanes)."""
     threads = torch.get_num_threads()
-    return threads if threads > 1 and uses_amx_kernels(model) else 1
+    net = getattr(model, "model", None)
+    on_cpu = isinstance(net, torch.nn.Module) and all(p.device.type == "cpu" for p in net.parameters())
+    return threads if threads > 1 and on_cpu and getattr(model, "_runner", None) is None else 1
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes of the tensors a copy of `model` holds (parameters and buffers, packed kernel weights included)."""
+    net = getattr(model, "model", None)
+    if not isinstance(net, torch.nn.Module):
+        return 0
+    seen, total = set(), 0
+    for t in [*net.parameters(), *net.buffers()]:
+        if t is not None and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def copies_fit(model: Any, copies: int) -> bool:
+    """Whether `copies` more copies of `model` plus the one loaded take at most half of this machine's RAM."""
+    ram = physical_memory()
+    return ram > 0 and (copies + 1) * model_bytes(model) <= ram // 2
 
 
 def _chunks(enc: Any, inputs: list, batch_size: int, workers: int) -> list[np.ndarray]:

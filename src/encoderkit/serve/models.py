@@ -12,7 +12,7 @@ import numpy as np
 
 from encoderkit.long_text import encode_bounded
 from encoderkit.serve.batcher import Batcher, BatchStats
-from encoderkit.serve.lanes import forward_batch, start_process_lanes
+from encoderkit.serve.lanes import LaneError, forward_batch, start_process_lanes
 from encoderkit.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,14 @@ LANE_KINDS = ("auto", "thread", "process")
 
 
 def lane_plan(limits: Limits, model: Any) -> tuple[int, str, int]:
-    """(lanes, kind, threads per lane) for a model's batcher. The count is the configured one, else
-    batch_lanes' choice; kind "auto" is "process" for several lanes of an AMX-kernel model (their Python steps
-    then share no interpreter lock with HTTP handling; measured in benchmarks/README.md) and "thread" otherwise."""
+    """(lanes, kind, threads per lane) for a model's batcher. The count is the configured one, else batch_lanes'
+    choice (one per thread for a model torch runs on the CPU). Kind "auto" is "process" for several lanes when
+    their copies of the model fit in half the RAM (their forward passes then share no interpreter lock with HTTP
+    handling; measured in benchmarks/README.md), else "thread" (and then a single lane unless the count was
+    given or the model runs on encoderkit's AMX kernels, whose lanes measured faster as threads too)."""
     import torch
 
-    from encoderkit.compute.workers import batch_lanes, uses_amx_kernels
+    from encoderkit.compute.workers import batch_lanes, copies_fit, uses_amx_kernels
 
     if limits.lane_kind not in LANE_KINDS:
         raise ValueError(f"lane kind must be one of {', '.join(LANE_KINDS)}, got {limits.lane_kind!r}")
@@ -56,15 +58,22 @@ def lane_plan(limits: Limits, model: Any) -> tuple[int, str, int]:
     lanes = limits.lanes or batch_lanes(model)
     kind = limits.lane_kind
     if kind == "auto":
-        kind = "process" if lanes > 1 and uses_amx_kernels(model) else "thread"
+        if lanes > 1 and copies_fit(model, lanes):
+            kind = "process"
+        else:
+            kind = "thread"
+            if not limits.lanes and not uses_amx_kernels(model):
+                lanes = 1
     return lanes, kind, max(1, torch.get_num_threads() // lanes)
 
 
 def _thread_lanes(limits: Limits, model: Any) -> tuple[int, Any]:
     """(lanes, lane_init) for a batcher whose lanes are threads of this process; several lanes each split
     their AMX kernel calls over their share of the threads."""
+    from encoderkit.compute.workers import uses_amx_kernels
+
     lanes, _, per_lane = lane_plan(limits, model)
-    if lanes == 1:
+    if lanes == 1 or not (limits.lanes or uses_amx_kernels(model)):  # torch's threads split a batch better
         return 1, None
     from encoderkit.compute.amx import set_lane_threads
 
@@ -131,8 +140,15 @@ class EmbeddingModel:
         self._max_batch_tokens = limits.max_batch_tokens
         lanes, kind, per_lane = lane_plan(limits, encoder)
         self._lane = threading.local()
-        self.processes = start_process_lanes(encoder, given_name, limits.max_batch_tokens, lanes, per_lane) \
-            if kind == "process" else []
+        self.processes = []
+        if kind == "process":
+            try:
+                self.processes = start_process_lanes(encoder, given_name, limits.max_batch_tokens, lanes, per_lane)
+            except LaneError as exc:
+                if limits.lane_kind == "process":  # asked for: say why not
+                    raise
+                log.warning("%s; model %s runs one batch at a time in the server instead", exc, given_name)
+                lanes, kind, per_lane = 1, "thread", per_lane * lanes
         self.lane_kind = kind
         free = list(self.processes)
 

@@ -42,7 +42,7 @@ class ServeConfig:
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
     switch_interval: float = 0.0005  # sys.setswitchinterval for `run` (see app.run)
     max_models: int = 2  # models loaded on first use for collections (beyond the preloaded ones), least recent evicted
-    lanes: int | None = None  # batches each model runs side by side (None: one per thread for AMX-kernel models)
+    lanes: int | None = None  # batches each model runs side by side (None: serve.models.lane_plan decides)
     lane_kind: str = "auto"  # lanes as threads or processes (see serve.models.lane_plan)
     compute: str = "fp32"  # Encoder compute mode (`encoderkit serve` defaults to "auto": the fastest exact engine)
 
