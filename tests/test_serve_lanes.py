@@ -83,6 +83,7 @@ def test_lane_plan_follows_the_engine(folder, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert lane_plan(Limits(), fp32) == (2, "process", 1)  # a process per thread
     assert lane_plan(Limits(lanes=2, lane_kind="thread"), fp32) == (2, "thread", 1)
+    assert lane_plan(Limits(lane_kind="thread"), fp32) == (1, "thread", 2)  # torch splits one batch instead
     assert lane_plan(Limits(batching=False, lanes=2), fp32) == (1, "thread", 2)
     with pytest.raises(ValueError, match="lane kind must be one of auto, thread, process, got 'fork'"):
         lane_plan(Limits(lane_kind="fork"), fp32)

@@ -46,7 +46,8 @@ def lane_plan(limits: Limits, model: Any) -> tuple[int, str, int]:
     choice (one per thread for a model torch runs on the CPU). Kind "auto" is "process" for several lanes when
     their copies of the model fit in half the RAM (their forward passes then share no interpreter lock with HTTP
     handling; measured in benchmarks/README.md), else "thread" (and then a single lane unless the count was
-    given or the model runs on encoderkit's AMX kernels, whose lanes measured faster as threads too)."""
+    given or the model runs on encoderkit's AMX kernels, whose lanes measured faster as threads too; the same
+    for kind "thread" asked for)."""
     import torch
 
     from encoderkit.compute.workers import batch_lanes, copies_fit, uses_amx_kernels
@@ -58,22 +59,18 @@ def lane_plan(limits: Limits, model: Any) -> tuple[int, str, int]:
     lanes = limits.lanes or batch_lanes(model)
     kind = limits.lane_kind
     if kind == "auto":
-        if lanes > 1 and copies_fit(model, lanes):
-            kind = "process"
-        else:
-            kind = "thread"
-            if not limits.lanes and not uses_amx_kernels(model):
-                lanes = 1
+        kind = "process" if lanes > 1 and copies_fit(model, lanes) else "thread"
+    if kind == "thread" and not limits.lanes and not uses_amx_kernels(model):
+        lanes = 1
     return lanes, kind, max(1, torch.get_num_threads() // lanes)
 
 
 def _thread_lanes(limits: Limits, model: Any) -> tuple[int, Any]:
-    """(lanes, lane_init) for a batcher whose lanes are threads of this process; several lanes each split
-    their AMX kernel calls over their share of the threads."""
-    from encoderkit.compute.workers import uses_amx_kernels
-
-    lanes, _, per_lane = lane_plan(limits, model)
-    if lanes == 1 or not (limits.lanes or uses_amx_kernels(model)):  # torch's threads split a batch better
+    """(lanes, lane_init) for a batcher whose lanes are threads of this process (a cross-encoder's: the plan for
+    its kind "thread"); several lanes each split their AMX kernel calls over their share of the threads."""
+    lanes, _, per_lane = lane_plan(Limits(limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue,
+                                          limits.batching, limits.lanes, "thread"), model)
+    if lanes == 1:
         return 1, None
     from encoderkit.compute.amx import set_lane_threads
 
@@ -151,6 +148,7 @@ class EmbeddingModel:
                 lanes, kind, per_lane = 1, "thread", per_lane * lanes
         self.lane_kind = kind
         free = list(self.processes)
+        self._lanes_lock = threading.Lock()
 
         def lane_init() -> None:  # each lane thread takes a process of its own
             with self._lanes_lock:
@@ -160,7 +158,6 @@ class EmbeddingModel:
 
                 set_lane_threads(per_lane)
 
-        self._lanes_lock = threading.Lock()
         self.batcher = Batcher(given_name, self._run_batch, max_batch_tokens=limits.max_batch_tokens,
                                max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
                                batching=limits.batching, on_batch=self._on_batch, lanes=lanes,
