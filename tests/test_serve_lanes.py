@@ -204,3 +204,58 @@ def test_a_lane_that_cannot_load_the_model_says_so():
     with pytest.raises(LaneError, match="the compute lane for model broken could not load the model: UnpicklingError"):
         lane.start()
     assert time.monotonic() - t0 < 120
+
+
+# ------------------------------------------------------------------ a signal to the server's process group
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_process_group_drains_and_leaves_no_lane_behind(sig):
+    """Ctrl-C (SIGINT) or a stop sent to the whole process group reaches the lane processes too: they ignore it,
+    the request in flight still gets its vectors, the server exits cleanly (no traceback) and no process of the
+    group is left."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from encoderkit.serve.testing import free_port
+    from test_cli_ux import _wait_up
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "encoderkit.cli", "serve", "--port", str(port), "--lanes", "2",
+                             "--lane-kind", "process", "--log-level", "warning"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_up(proc, url)
+        assert httpx.get(url + "/info").json()["compute_lanes"] == "2 process lanes"
+        texts = [f"text {i} " + "words of a longer input " * 12 for i in range(2048)]
+        result: dict = {}
+
+        def post() -> None:
+            r = httpx.post(url + "/v1/embeddings", json={"input": texts, "model": "all-MiniLM-L6-v2"}, timeout=300)
+            result["status"], result["n"], result["done"] = r.status_code, len(r.json().get("data", [])), \
+                time.monotonic()
+
+        t = threading.Thread(target=post)
+        t.start()
+        time.sleep(1.0)
+        sent = time.monotonic()
+        os.killpg(proc.pid, getattr(signal, sig))
+        t.join(300)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert result["done"] > sent, "the request ended before the signal; it must be in flight"
+    assert result["status"] == 200 and result["n"] == 2048
+    # uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15); Ctrl-C ends the CLI with 0
+    assert proc.returncode == (0 if sig == "SIGINT" else -signal.SIGTERM) and "Traceback" not in err, err[-2000:]
+    deadline = time.monotonic() + 30
+    while True:  # every process of the group has exited
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "a lane process outlived the server"
+        time.sleep(0.2)

@@ -70,8 +70,15 @@ class LaneError(RuntimeError):
 
 
 def _lane_main(conn, payload: bytes, threads: int, max_batch_tokens: int) -> None:
-    """The child: load the encoder copy, then answer batches until told to stop (None) or the pipe closes."""
+    """The child: load the encoder copy, then answer batches until told to stop (None) or the pipe closes. It
+    ignores SIGINT and SIGTERM: Ctrl-C or a stop sent to the server's whole process group reaches the lanes too,
+    and the server, which drains its requests first, ends them by closing the pipe (or by exiting)."""
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     torch.set_num_threads(threads)
     try:
