@@ -173,6 +173,23 @@ def test_a_dead_lane_is_started_again_and_a_failed_batch_names_the_cause(folder)
         lane.close()
 
 
+def test_the_prompt_length_reaches_the_lane(folder):
+    """A model that leaves its instruction prompt out of the pooling: the prompt length of each sequence travels
+    with its ids to the lane process, which pools as the server would."""
+    from encoderkit.serve.lanes import TokenIds, forward_batch
+
+    enc = encoderkit.load(folder)
+    enc.head.include_prompt = False
+    seqs = [TokenIds([2, 5, 7, 9, 11, 3], 3), TokenIds([2, 5, 7, 9, 11, 3], 0), TokenIds([2, 8, 3])]
+    want = np.stack(forward_batch(enc, seqs, 4096))
+    assert not np.allclose(want[0], want[1])  # so the test can tell a lost prompt length
+    lane = ProcessLane(enc, "tiny", max_batch_tokens=4096)
+    try:
+        assert np.array_equal(np.stack(lane.run(seqs)), want)
+    finally:
+        lane.close()
+
+
 def test_a_lane_that_dies_during_a_batch_fails_that_batch_only(folder, monkeypatch):
     enc = encoderkit.load(folder)
     lane = ProcessLane(enc, "tiny", max_batch_tokens=4096)

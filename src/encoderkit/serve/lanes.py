@@ -54,15 +54,17 @@ def forward_batch(enc: Any, seqs: Sequence[Sequence[int]], max_batch_tokens: int
     return out  # type: ignore[return-value]
 
 
-class _Seq(list):
-    """A token-id list with its prompt length, as sent to a lane process."""
+class TokenIds(list):
+    """A text's token ids as the batcher carries them (to a lane process too), with how many leading ids are the
+    model's prompt (left out of pooling when the model's Pooling has include_prompt = false, as Encoder.encode
+    does)."""
 
     def __init__(self, ids: Sequence[int] = (), prompt_length: int = 0):
         super().__init__(ids)
         self.prompt_length = prompt_length
 
     def __reduce__(self):
-        return _Seq, (list(self), self.prompt_length)
+        return TokenIds, (list(self), self.prompt_length)
 
 
 class LaneError(RuntimeError):
@@ -153,7 +155,7 @@ class ProcessLane:
         with self._lock:
             self._start()
             try:
-                self._conn.send([_Seq(s, getattr(s, "prompt_length", 0)) for s in seqs])
+                self._conn.send([s if isinstance(s, TokenIds) else TokenIds(s) for s in seqs])
                 kind, result = self._conn.recv()
             except (EOFError, OSError):
                 self._proc.join(5)

@@ -12,7 +12,7 @@ import numpy as np
 
 from encoderkit.long_text import encode_bounded
 from encoderkit.serve.batcher import Batcher, BatchStats
-from encoderkit.serve.lanes import LaneError, forward_batch, start_process_lanes
+from encoderkit.serve.lanes import LaneError, TokenIds, forward_batch, start_process_lanes
 from encoderkit.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -95,15 +95,6 @@ def alias_names(given: str, loaded_name: str) -> list[str]:
         if n and n not in out:
             out.append(n)
     return out
-
-
-class TokenIds(list):
-    """A text's token ids as the batcher carries them, with how many leading ids are the model's prompt (left out
-    of pooling when the model's Pooling has include_prompt = false, as Encoder.encode does)."""
-
-    def __init__(self, ids: Sequence[int] = (), prompt_length: int = 0):
-        super().__init__(ids)
-        self.prompt_length = prompt_length
 
 
 class EmbeddingModel:
