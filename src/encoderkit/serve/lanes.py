@@ -85,7 +85,6 @@ def _lane_main(conn, payload: bytes, threads: int, max_batch_tokens: int) -> Non
     torch.set_num_threads(threads)
     try:
         enc = pickle.loads(payload)
-        del payload
     except BaseException as exc:  # noqa: BLE001  (reported to the parent, which names it)
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return

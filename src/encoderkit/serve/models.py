@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -65,16 +65,21 @@ def lane_plan(limits: Limits, model: Any) -> tuple[int, str, int]:
     return lanes, kind, max(1, torch.get_num_threads() // lanes)
 
 
-def _thread_lanes(limits: Limits, model: Any) -> tuple[int, Any]:
-    """(lanes, lane_init) for a batcher whose lanes are threads of this process (a cross-encoder's: the plan for
-    its kind "thread"); several lanes each split their AMX kernel calls over their share of the threads."""
-    lanes, _, per_lane = lane_plan(Limits(limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue,
-                                          limits.batching, limits.lanes, "thread"), model)
+def _kernel_share(lanes: int, per_lane: int) -> Callable[[], None] | None:
+    """What a lane thread runs first when several lanes share this process: its AMX kernel calls split over its
+    share of the threads only (None for a single lane)."""
     if lanes == 1:
-        return 1, None
+        return None
     from encoderkit.compute.amx import set_lane_threads
 
-    return lanes, lambda: set_lane_threads(per_lane)
+    return lambda: set_lane_threads(per_lane)
+
+
+def _thread_lanes(limits: Limits, model: Any) -> tuple[int, Callable[[], None] | None]:
+    """(lanes, lane_init) for a batcher whose lanes are threads of this process (a cross-encoder's: the plan for
+    its kind "thread")."""
+    lanes, _, per_lane = lane_plan(replace(limits, lane_kind="thread"), model)
+    return lanes, _kernel_share(lanes, per_lane)
 
 
 def name_key(name: str) -> str:
@@ -140,19 +145,16 @@ class EmbeddingModel:
         self.lane_kind = kind
         free = list(self.processes)
         self._lanes_lock = threading.Lock()
+        share = _kernel_share(lanes, per_lane)
 
-        def lane_init() -> None:  # each lane thread takes a process of its own
+        def take_process() -> None:  # each lane thread takes a process of its own
             with self._lanes_lock:
-                self._lane.process = free.pop() if free else None
-            if self._lane.process is None and lanes > 1:
-                from encoderkit.compute.amx import set_lane_threads
-
-                set_lane_threads(per_lane)
+                self._lane.process = free.pop()
 
         self.batcher = Batcher(given_name, self._run_batch, max_batch_tokens=limits.max_batch_tokens,
                                max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
                                batching=limits.batching, on_batch=self._on_batch, lanes=lanes,
-                               lane_init=lane_init if lanes > 1 or self.processes else None)
+                               lane_init=take_process if self.processes else share)
         if metrics is not None:
             metrics.queue_depth[given_name] = lambda: self.batcher.queue_depth
 
